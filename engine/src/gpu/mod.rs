@@ -1,0 +1,122 @@
+//! The wgpu side of the device layer: one adapter, device and queue, and the
+//! compute pipelines that run the WGSL shaders in `shaders/`.
+
+mod color;
+
+pub use color::RgbaToI420;
+
+use crate::device::DeviceError;
+
+/// Which kinds of wgpu adapter are acceptable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdapterKind {
+    /// A hardware GPU (discrete, integrated or virtual); software rasterisers are refused.
+    Hardware,
+    /// Any adapter, a software one (Mesa's lavapipe) included.
+    Any,
+}
+
+/// A wgpu adapter with its device and queue.
+#[derive(Debug)]
+pub struct Gpu {
+    pub info: wgpu::AdapterInfo,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+}
+
+impl Gpu {
+    /// Opens the best adapter of the acceptable kind: hardware before
+    /// software, discrete before integrated, Vulkan before GL.
+    pub fn open(kind: AdapterKind) -> Result<Self, DeviceError> {
+        pollster::block_on(Self::open_async(kind))
+    }
+
+    async fn open_async(kind: AdapterKind) -> Result<Self, DeviceError> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+        let seen: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
+        let adapter = adapters
+            .into_iter()
+            .filter(|a| {
+                kind == AdapterKind::Any || a.get_info().device_type != wgpu::DeviceType::Cpu
+            })
+            .min_by_key(|a| rank(&a.get_info()))
+            .ok_or_else(|| DeviceError::NoAdapter {
+                kind,
+                seen: if seen.is_empty() {
+                    "none".into()
+                } else {
+                    seen.join("; ")
+                },
+            })?;
+        let info = adapter.get_info();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("tete"),
+                required_limits: wgpu::Limits::downlevel_defaults()
+                    .using_resolution(adapter.limits()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| DeviceError::Wgpu(format!("{}: {e}", describe(&info))))?;
+        Ok(Self {
+            info,
+            device,
+            queue,
+        })
+    }
+
+    /// A one-line description of the adapter: name, type, backend, driver.
+    pub fn describe(&self) -> String {
+        describe(&self.info)
+    }
+
+    /// Whether the adapter is a software rasteriser (lavapipe/llvmpipe).
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Blocks until all submitted work has finished.
+    pub fn wait_idle(&self) -> Result<(), DeviceError> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| DeviceError::Wgpu(e.to_string()))
+    }
+}
+
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let device = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    };
+    (device, backend)
+}
+
+fn describe(info: &wgpu::AdapterInfo) -> String {
+    let driver = [info.driver.as_str(), info.driver_info.as_str()]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "{} ({:?}, {:?}{})",
+        info.name,
+        info.device_type,
+        info.backend,
+        if driver.is_empty() {
+            String::new()
+        } else {
+            format!(", {driver}")
+        }
+    )
+}

@@ -1,0 +1,8 @@
+//! The tete inference engine: device selection, model packs, and (as they
+//! land) the streaming stages and the frame scheduler.
+
+pub mod device;
+pub mod gpu;
+pub mod models;
+
+pub use device::{DeviceError, DeviceRequest, Devices, Primary};

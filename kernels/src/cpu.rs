@@ -1,0 +1,147 @@
+//! CPU reference implementations. These define the exact output every GPU
+//! version of a kernel must reproduce.
+
+use crate::KernelError;
+
+/// Checks that a `width`×`height` RGBA frame can be converted to I420 by the
+/// GPU kernels: both even, width a multiple of 8 (the WGSL version packs four
+/// chroma bytes per 32-bit word), neither zero.
+pub fn check_i420_frame(width: u32, height: u32) -> Result<(), KernelError> {
+    let reason = if width == 0 || height == 0 {
+        Some("width and height must be non-zero")
+    } else if width % 8 != 0 {
+        Some("width must be a multiple of 8")
+    } else if height % 2 != 0 {
+        Some("height must be even")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(KernelError::BadFrameSize {
+            width,
+            height,
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Bytes of an I420 frame: a full-size Y plane and quarter-size U and V planes.
+pub fn i420_len(width: u32, height: u32) -> usize {
+    let (w, h) = (width as usize, height as usize);
+    w * h + 2 * (w / 2) * (h / 2)
+}
+
+/// BT.601 limited-range luma of one RGB pixel, in integer arithmetic.
+pub fn luma(r: i32, g: i32, b: i32) -> u8 {
+    (((66 * r + 129 * g + 25 * b + 128) >> 8) + 16) as u8
+}
+
+/// BT.601 limited-range chroma (U, V) of one RGB pixel.
+pub fn chroma(r: i32, g: i32, b: i32) -> (u8, u8) {
+    let u = ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128;
+    let v = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128;
+    (u.clamp(0, 255) as u8, v.clamp(0, 255) as u8)
+}
+
+fn unpack(px: u32) -> (i32, i32, i32) {
+    // RGBA8 little-endian: R is the lowest byte.
+    (
+        (px & 0xff) as i32,
+        ((px >> 8) & 0xff) as i32,
+        ((px >> 16) & 0xff) as i32,
+    )
+}
+
+/// Converts an RGBA8 frame (one `u32` a pixel, R in the low byte) to I420,
+/// BT.601 limited range. Chroma is taken from the rounded mean RGB of each
+/// 2×2 block.
+pub fn rgba_to_i420(rgba: &[u32], width: u32, height: u32) -> Result<Vec<u8>, KernelError> {
+    check_i420_frame(width, height)?;
+    let (w, h) = (width as usize, height as usize);
+    if rgba.len() != w * h {
+        return Err(KernelError::BadBufferLength {
+            what: "RGBA input",
+            width,
+            height,
+            expected: w * h,
+            actual: rgba.len(),
+        });
+    }
+    let mut out = vec![0u8; i420_len(width, height)];
+    let (y_plane, uv) = out.split_at_mut(w * h);
+    let (u_plane, v_plane) = uv.split_at_mut((w / 2) * (h / 2));
+    for (y_row, src_row) in y_plane.chunks_exact_mut(w).zip(rgba.chunks_exact(w)) {
+        for (dst, &px) in y_row.iter_mut().zip(src_row) {
+            let (r, g, b) = unpack(px);
+            *dst = luma(r, g, b);
+        }
+    }
+    for cy in 0..h / 2 {
+        for cx in 0..w / 2 {
+            let (mut r, mut g, mut b) = (0, 0, 0);
+            for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                let (pr, pg, pb) = unpack(rgba[(2 * cy + dy) * w + 2 * cx + dx]);
+                r += pr;
+                g += pg;
+                b += pb;
+            }
+            let (u, v) = chroma((r + 2) >> 2, (g + 2) >> 2, (b + 2) >> 2);
+            u_plane[cy * (w / 2) + cx] = u;
+            v_plane[cy * (w / 2) + cx] = v;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rgba(r: u32, g: u32, b: u32) -> u32 {
+        r | (g << 8) | (b << 16) | (0xff << 24)
+    }
+
+    #[test]
+    fn primaries_match_bt601_limited_range() {
+        // Reference values from ITU-R BT.601 with 8-bit studio swing.
+        assert_eq!(luma(0, 0, 0), 16);
+        assert_eq!(luma(255, 255, 255), 235);
+        assert_eq!(chroma(0, 0, 0), (128, 128));
+        assert_eq!(chroma(255, 255, 255), (128, 128));
+        assert_eq!(luma(255, 0, 0), 82);
+        assert_eq!(chroma(255, 0, 0), (90, 240));
+        assert_eq!(luma(0, 0, 255), 41);
+        assert_eq!(chroma(0, 0, 255), (240, 110));
+    }
+
+    #[test]
+    fn chroma_is_the_mean_of_each_block() {
+        let (w, h) = (8, 2);
+        let mut frame = vec![rgba(0, 0, 0); w * h];
+        // Block 0: two white and two black pixels → mean grey 128 (rounded).
+        frame[0] = rgba(255, 255, 255);
+        frame[w + 1] = rgba(255, 255, 255);
+        let out = rgba_to_i420(&frame, w as u32, h as u32).unwrap();
+        assert_eq!(out.len(), i420_len(8, 2));
+        assert_eq!(&out[..2], &[235, 16]);
+        assert_eq!(out[w * h], chroma(128, 128, 128).0);
+        assert_eq!(out[w * h + 4], chroma(128, 128, 128).1);
+    }
+
+    #[test]
+    fn bad_sizes_are_errors() {
+        assert!(matches!(
+            rgba_to_i420(&[0; 12], 6, 2),
+            Err(KernelError::BadFrameSize { .. })
+        ));
+        assert!(matches!(
+            rgba_to_i420(&[0; 24], 8, 3),
+            Err(KernelError::BadFrameSize { .. })
+        ));
+        assert!(matches!(
+            rgba_to_i420(&[0; 15], 8, 2),
+            Err(KernelError::BadBufferLength { .. })
+        ));
+    }
+}

@@ -1,0 +1,185 @@
+//! The HTTP service. For now: a status page, health, readiness and
+//! Prometheus metrics; the `/v2` API and the meeting page land with the
+//! control plane and WebRTC edge.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+use tete_engine::Devices;
+use tete_engine::models::{Manifest, Store};
+
+/// What the handlers share; immutable after start-up.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    started: Instant,
+    devices: Vec<String>,
+    models: Vec<(String, String, String)>,
+    metrics: PrometheusHandle,
+}
+
+/// The process-wide Prometheus recorder (metrics has one global recorder).
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first; then our
+            // handle renders nothing, which the metrics test would catch.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+impl AppState {
+    pub fn new(manifest: Manifest, store: Store, devices: &Devices) -> Self {
+        let models = manifest
+            .models
+            .iter()
+            .map(|m| {
+                let state = store
+                    .state(m)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|e| format!("error: {e}"));
+                (m.id.clone(), m.stage.clone(), state)
+            })
+            .collect::<Vec<_>>();
+        let ready = models
+            .iter()
+            .filter(|(_, _, s)| s == "verified" || s == "built in")
+            .count();
+        let metrics = prometheus();
+        metrics::gauge!("tete_models_ready").set(ready as f64);
+        metrics::gauge!("tete_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        Self {
+            inner: Arc::new(Inner {
+                started: Instant::now(),
+                devices: devices.report.clone(),
+                models,
+                metrics,
+            }),
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .layer(middleware::from_fn(count_requests))
+        .with_state(state)
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> anyhow::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+async fn count_requests(request: Request, next: Next) -> Response {
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    metrics::counter!("tete_http_requests_total", "path" => path, "status" => response.status().as_u16().to_string()).increment(1);
+    response
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(json!({ "status": "ok", "uptime_seconds": state.inner.started.elapsed().as_secs() }))
+}
+
+/// Ready means "can take a conversation". Until the conversation pipeline
+/// exists this host cannot, and says so, so no load balancer sends it calls.
+async fn readyz() -> impl IntoResponse {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(
+            json!({ "ready": false, "reason": "the conversation pipeline is not built yet; this host serves status, health and metrics only" }),
+        ),
+    )
+}
+
+async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.inner.metrics.render(),
+    )
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+async fn status_page(State(state): State<AppState>) -> Html<String> {
+    let devices: String = state
+        .inner
+        .devices
+        .iter()
+        .map(|d| format!("<li>{}</li>", escape(d)))
+        .collect();
+    let models: String = state
+        .inner
+        .models
+        .iter()
+        .map(|(id, stage, s)| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(id),
+                escape(stage),
+                escape(s)
+            )
+        })
+        .collect();
+    Html(format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>tete</title></head><body>\
+         <h1>tete {version}</h1>\
+         <p>This host runs the engine's foundation: devices, verified model packs, health and metrics. \
+         Not built yet: the conversation API (<code>/v2</code>), the meeting page and the WebRTC edge, \
+         so no call can be joined here yet.</p>\
+         <h2>Devices</h2><ul>{devices}</ul>\
+         <h2>Models</h2><table><tr><th>id</th><th>stage</th><th>state</th></tr>{models}</table>\
+         <p><a href=/healthz>/healthz</a> · <a href=/readyz>/readyz</a> · <a href=/metrics>/metrics</a></p>\
+         </body></html>",
+        version = env!("CARGO_PKG_VERSION"),
+    ))
+}
