@@ -57,10 +57,7 @@ pub enum DeviceError {
     )]
     CudaNotCompiled,
     #[error("CUDA device {ordinal} was requested but cannot be used: {source}")]
-    Cuda {
-        ordinal: usize,
-        source: tete_kernels::KernelError,
-    },
+    Cuda { ordinal: usize, source: tete_kernels::KernelError },
     #[error(
         "no {kind:?} wgpu adapter found (adapters seen: {seen}); on a machine without a GPU install Mesa's lavapipe (Debian: mesa-vulkan-drivers libvulkan1)"
     )]
@@ -111,14 +108,8 @@ impl Devices {
             DeviceRequest::Wgpu => {
                 let gpu = Gpu::open(AdapterKind::Any)?;
                 report.push(format!("wgpu adapter: {}", gpu.describe()));
-                report.push(
-                    "model math: CPU (candle has no wgpu backend; shaders run on the adapter)"
-                        .into(),
-                );
-                Ok(Self {
-                    primary: Primary::Wgpu(gpu.describe()),
-                    ..Self::cpu(Some(gpu), report)
-                })
+                report.push("model math: CPU (candle has no wgpu backend; shaders run on the adapter)".into());
+                Ok(Self { primary: Primary::Wgpu(gpu.describe()), ..Self::cpu(Some(gpu), report) })
             }
             DeviceRequest::Cuda(ordinal) => {
                 let gpu = render_gpu(&mut report, AdapterKind::Any);
@@ -140,10 +131,7 @@ impl Devices {
                     Ok(gpu) => {
                         report.push(format!("hardware wgpu adapter: {}", gpu.describe()));
                         report.push("model math: CPU (candle has no wgpu backend)".into());
-                        Ok(Self {
-                            primary: Primary::Wgpu(gpu.describe()),
-                            ..Self::cpu(Some(gpu), report)
-                        })
+                        Ok(Self { primary: Primary::Wgpu(gpu.describe()), ..Self::cpu(Some(gpu), report) })
                     }
                     Err(e) => {
                         report.push(format!("no hardware GPU: {e}"));
@@ -173,30 +161,20 @@ impl Devices {
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda(
-        ordinal: usize,
-        gpu: Option<Gpu>,
-        mut report: Vec<String>,
-    ) -> Result<Self, DeviceError> {
-        let kernels = tete_kernels::cuda::CudaKernels::open(ordinal)
-            .map_err(|source| DeviceError::Cuda { ordinal, source })?;
+    fn cuda(ordinal: usize, gpu: Option<Gpu>, mut report: Vec<String>) -> Result<Self, DeviceError> {
+        let kernels =
+            tete_kernels::cuda::CudaKernels::open(ordinal).map_err(|source| DeviceError::Cuda { ordinal, source })?;
         report.push(format!("CUDA device {ordinal}: {}", kernels.device_name()));
         let candle = if cfg!(feature = "candle-cuda") {
-            report.push(format!(
-                "model math: candle CUDA backend on device {ordinal}"
-            ));
+            report.push(format!("model math: candle CUDA backend on device {ordinal}"));
             candle_core::Device::new_cuda(ordinal)?
         } else {
-            report.push("model math: CPU (candle's CUDA backend not compiled: build with `--features candle-cuda`)".into());
+            report.push(
+                "model math: CPU (candle's CUDA backend not compiled: build with `--features candle-cuda`)".into(),
+            );
             candle_core::Device::Cpu
         };
-        Ok(Self {
-            primary: Primary::Cuda(ordinal),
-            candle,
-            gpu,
-            cuda: Some(kernels),
-            report,
-        })
+        Ok(Self { primary: Primary::Cuda(ordinal), candle, gpu, cuda: Some(kernels), report })
     }
 }
 
@@ -221,29 +199,14 @@ mod tests {
 
     #[test]
     fn parses_device_names() {
-        assert_eq!(
-            "auto".parse::<DeviceRequest>().unwrap(),
-            DeviceRequest::Auto
-        );
+        assert_eq!("auto".parse::<DeviceRequest>().unwrap(), DeviceRequest::Auto);
         assert_eq!("CPU".parse::<DeviceRequest>().unwrap(), DeviceRequest::Cpu);
-        assert_eq!(
-            "cuda".parse::<DeviceRequest>().unwrap(),
-            DeviceRequest::Cuda(0)
-        );
-        assert_eq!(
-            "cuda:3".parse::<DeviceRequest>().unwrap(),
-            DeviceRequest::Cuda(3)
-        );
-        assert_eq!(
-            "wgpu".parse::<DeviceRequest>().unwrap(),
-            DeviceRequest::Wgpu
-        );
+        assert_eq!("cuda".parse::<DeviceRequest>().unwrap(), DeviceRequest::Cuda(0));
+        assert_eq!("cuda:3".parse::<DeviceRequest>().unwrap(), DeviceRequest::Cuda(3));
+        assert_eq!("wgpu".parse::<DeviceRequest>().unwrap(), DeviceRequest::Wgpu);
         for bad in ["", "gpu", "cuda:", "cuda:x", "cuda:-1", "metal"] {
             let err = bad.parse::<DeviceRequest>().unwrap_err().to_string();
-            assert!(
-                err.contains("expected auto, cpu, cuda"),
-                "{bad:?} gave {err}"
-            );
+            assert!(err.contains("expected auto, cpu, cuda"), "{bad:?} gave {err}");
         }
     }
 

@@ -17,11 +17,7 @@ pub fn check_i420_frame(width: u32, height: u32) -> Result<(), KernelError> {
         None
     };
     match reason {
-        Some(reason) => Err(KernelError::BadFrameSize {
-            width,
-            height,
-            reason,
-        }),
+        Some(reason) => Err(KernelError::BadFrameSize { width, height, reason }),
         None => Ok(()),
     }
 }
@@ -46,11 +42,7 @@ pub fn chroma(r: i32, g: i32, b: i32) -> (u8, u8) {
 
 fn unpack(px: u32) -> (i32, i32, i32) {
     // RGBA8 little-endian: R is the lowest byte.
-    (
-        (px & 0xff) as i32,
-        ((px >> 8) & 0xff) as i32,
-        ((px >> 16) & 0xff) as i32,
-    )
+    ((px & 0xff) as i32, ((px >> 8) & 0xff) as i32, ((px >> 16) & 0xff) as i32)
 }
 
 /// Converts an RGBA8 frame (one `u32` a pixel, R in the low byte) to I420,
@@ -131,17 +123,8 @@ mod tests {
 
     #[test]
     fn bad_sizes_are_errors() {
-        assert!(matches!(
-            rgba_to_i420(&[0; 12], 6, 2),
-            Err(KernelError::BadFrameSize { .. })
-        ));
-        assert!(matches!(
-            rgba_to_i420(&[0; 24], 8, 3),
-            Err(KernelError::BadFrameSize { .. })
-        ));
-        assert!(matches!(
-            rgba_to_i420(&[0; 15], 8, 2),
-            Err(KernelError::BadBufferLength { .. })
-        ));
+        assert!(matches!(rgba_to_i420(&[0; 12], 6, 2), Err(KernelError::BadFrameSize { .. })));
+        assert!(matches!(rgba_to_i420(&[0; 24], 8, 3), Err(KernelError::BadFrameSize { .. })));
+        assert!(matches!(rgba_to_i420(&[0; 15], 8, 2), Err(KernelError::BadBufferLength { .. })));
     }
 }

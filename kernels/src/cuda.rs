@@ -34,10 +34,7 @@ pub fn compile(name: &str) -> Result<Ptx, KernelError> {
     let (_, src) = CUDA_SOURCES
         .iter()
         .find(|(n, _)| *n == name)
-        .ok_or_else(|| KernelError::Compile {
-            name: name.into(),
-            log: "no such kernel source".into(),
-        })?;
+        .ok_or_else(|| KernelError::Compile { name: name.into(), log: "no such kernel source".into() })?;
     cudarc::nvrtc::compile_ptx(src).map_err(|e| KernelError::Compile {
         name: name.into(),
         log: match e {
@@ -56,9 +53,7 @@ pub struct CudaKernels {
 
 impl std::fmt::Debug for CudaKernels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CudaKernels")
-            .field("device", &self.name)
-            .finish()
+        f.debug_struct("CudaKernels").field("device", &self.name).finish()
     }
 }
 
@@ -76,21 +71,13 @@ impl CudaKernels {
         }
         let count = CudaContext::device_count().map_err(cuda_err)?;
         if ordinal >= count.max(0) as usize {
-            return Err(KernelError::Cuda(format!(
-                "CUDA device {ordinal} requested, {count} present"
-            )));
+            return Err(KernelError::Cuda(format!("CUDA device {ordinal} requested, {count} present")));
         }
         let ctx = CudaContext::new(ordinal).map_err(cuda_err)?;
         let name = ctx.name().map_err(cuda_err)?;
-        let module = ctx
-            .load_module(compile("rgba_to_i420")?)
-            .map_err(cuda_err)?;
+        let module = ctx.load_module(compile("rgba_to_i420")?).map_err(cuda_err)?;
         let rgba_to_i420 = module.load_function("rgba_to_i420").map_err(cuda_err)?;
-        Ok(Self {
-            stream: ctx.default_stream(),
-            rgba_to_i420,
-            name,
-        })
+        Ok(Self { stream: ctx.default_stream(), rgba_to_i420, name })
     }
 
     /// The device's name as the driver reports it.
@@ -99,12 +86,7 @@ impl CudaKernels {
     }
 
     /// RGBA8 → I420 on the device; same contract as [`cpu::rgba_to_i420`].
-    pub fn rgba_to_i420(
-        &self,
-        rgba: &[u32],
-        width: u32,
-        height: u32,
-    ) -> Result<Vec<u8>, KernelError> {
+    pub fn rgba_to_i420(&self, rgba: &[u32], width: u32, height: u32) -> Result<Vec<u8>, KernelError> {
         cpu::check_i420_frame(width, height)?;
         let pixels = width as usize * height as usize;
         if rgba.len() != pixels {
@@ -117,10 +99,7 @@ impl CudaKernels {
             });
         }
         let input = self.stream.clone_htod(rgba).map_err(cuda_err)?;
-        let mut output = self
-            .stream
-            .alloc_zeros::<u8>(cpu::i420_len(width, height))
-            .map_err(cuda_err)?;
+        let mut output = self.stream.alloc_zeros::<u8>(cpu::i420_len(width, height)).map_err(cuda_err)?;
         let (cw, ch) = (width / 2, height / 2);
         let cfg = LaunchConfig {
             grid_dim: (cw.div_ceil(16), ch.div_ceil(16), 1),

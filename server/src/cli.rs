@@ -9,11 +9,7 @@ use tete_engine::models::{FetchOptions, Fetcher, Manifest, Store};
 use tete_engine::{DeviceRequest, Devices};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "tete",
-    version,
-    about = "Self-hosted real-time engine for conversational video AI"
-)]
+#[command(name = "tete", version, about = "Self-hosted real-time engine for conversational video AI")]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -74,10 +70,7 @@ pub enum ModelsCommand {
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TETE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 fn manifest(global: &Global) -> anyhow::Result<Manifest> {
@@ -88,27 +81,16 @@ fn manifest(global: &Global) -> anyhow::Result<Manifest> {
 }
 
 fn store(global: &Global) -> Store {
-    Store::new(
-        global
-            .home
-            .clone()
-            .unwrap_or_else(tete_engine::models::default_home),
-    )
+    Store::new(global.home.clone().unwrap_or_else(tete_engine::models::default_home))
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     match cli.command {
         Command::Models(ModelsCommand::Fetch { ids, all }) => {
             let manifest = manifest(&cli.global)?;
-            let ids = if all {
-                manifest.models.iter().map(|m| m.id.clone()).collect()
-            } else {
-                ids
-            };
+            let ids = if all { manifest.models.iter().map(|m| m.id.clone()).collect() } else { ids };
             let fetcher = Fetcher::new(manifest, store(&cli.global), FetchOptions::default())?;
             let report = runtime.block_on(fetcher.fetch(&ids))?;
             println!(
@@ -124,10 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let manifest = manifest(&cli.global)?;
             let store = store(&cli.global);
             println!("models in {}", store.models_dir().display());
-            println!(
-                "{:<30} {:<11} {:<8} {:<12} state",
-                "id", "stage", "default", "format"
-            );
+            println!("{:<30} {:<11} {:<8} {:<12} state", "id", "stage", "default", "format");
             let mut missing_defaults = 0;
             for model in &manifest.models {
                 let state = store.state(model)?;
@@ -173,22 +152,13 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     if !not_ready.is_empty() {
-        anyhow::bail!(
-            "default models are not ready ({}); run `tete models fetch` first",
-            not_ready.join("; ")
-        );
+        anyhow::bail!("default models are not ready ({}); run `tete models fetch` first", not_ready.join("; "));
     }
-    let listener = tokio::net::TcpListener::bind(args.bind)
-        .await
-        .with_context(|| format!("binding {}", args.bind))?;
+    let listener = tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
     let public = args.public_url.unwrap_or_else(|| format!("http://{addr}"));
     let state = crate::http::AppState::new(manifest, store, &devices);
-    println!(
-        "tete is serving on {public}  (open {public}/ for status; health at {public}/healthz)"
-    );
-    println!(
-        "not built yet: the conversation API and meeting page — this host serves status, health and metrics only"
-    );
+    println!("tete is serving on {public}  (open {public}/ for status; health at {public}/healthz)");
+    println!("not built yet: the conversation API and meeting page — this host serves status, health and metrics only");
     crate::http::serve(listener, state).await
 }

@@ -50,28 +50,15 @@ impl AppState {
             .models
             .iter()
             .map(|m| {
-                let state = store
-                    .state(m)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|e| format!("error: {e}"));
+                let state = store.state(m).map(|s| s.to_string()).unwrap_or_else(|e| format!("error: {e}"));
                 (m.id.clone(), m.stage.clone(), state)
             })
             .collect::<Vec<_>>();
-        let ready = models
-            .iter()
-            .filter(|(_, _, s)| s == "verified" || s == "built in")
-            .count();
+        let ready = models.iter().filter(|(_, _, s)| s == "verified" || s == "built in").count();
         let metrics = prometheus();
         metrics::gauge!("tete_models_ready").set(ready as f64);
         metrics::gauge!("tete_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-        Self {
-            inner: Arc::new(Inner {
-                started: Instant::now(),
-                devices: devices.report.clone(),
-                models,
-                metrics,
-            }),
-        }
+        Self { inner: Arc::new(Inner { started: Instant::now(), devices: devices.report.clone(), models, metrics }) }
     }
 }
 
@@ -86,9 +73,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> anyhow::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
     Ok(())
 }
 
@@ -112,13 +97,11 @@ async fn shutdown_signal() {
 }
 
 async fn count_requests(request: Request, next: Next) -> Response {
-    let path = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+    let path =
+        request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
     let response = next.run(request).await;
-    metrics::counter!("tete_http_requests_total", "path" => path, "status" => response.status().as_u16().to_string()).increment(1);
+    metrics::counter!("tete_http_requests_total", "path" => path, "status" => response.status().as_u16().to_string())
+        .increment(1);
     response
 }
 
@@ -138,36 +121,21 @@ async fn readyz() -> impl IntoResponse {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.inner.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.inner.metrics.render())
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 async fn status_page(State(state): State<AppState>) -> Html<String> {
-    let devices: String = state
-        .inner
-        .devices
-        .iter()
-        .map(|d| format!("<li>{}</li>", escape(d)))
-        .collect();
+    let devices: String = state.inner.devices.iter().map(|d| format!("<li>{}</li>", escape(d))).collect();
     let models: String = state
         .inner
         .models
         .iter()
         .map(|(id, stage, s)| {
-            format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(id),
-                escape(stage),
-                escape(s)
-            )
+            format!("<tr><td>{}</td><td>{}</td><td>{}</td></tr>", escape(id), escape(stage), escape(s))
         })
         .collect();
     Html(format!(

@@ -65,34 +65,22 @@ impl RgbaToI420 {
                 cache: None,
             })
         };
-        Self {
-            luma: pipeline("luma_main"),
-            chroma: pipeline("chroma_main"),
-            layout,
-        }
+        Self { luma: pipeline("luma_main"), chroma: pipeline("chroma_main"), layout }
     }
 
     /// Converts one frame and reads the result back; same contract as
     /// `tete_kernels::cpu::rgba_to_i420`.
-    pub fn convert(
-        &self,
-        gpu: &Gpu,
-        rgba: &[u32],
-        width: u32,
-        height: u32,
-    ) -> Result<Vec<u8>, DeviceError> {
+    pub fn convert(&self, gpu: &Gpu, rgba: &[u32], width: u32, height: u32) -> Result<Vec<u8>, DeviceError> {
         check_i420_frame(width, height).map_err(DeviceError::Kernel)?;
         let pixels = width as usize * height as usize;
         if rgba.len() != pixels {
-            return Err(DeviceError::Kernel(
-                tete_kernels::KernelError::BadBufferLength {
-                    what: "RGBA input",
-                    width,
-                    height,
-                    expected: pixels,
-                    actual: rgba.len(),
-                },
-            ));
+            return Err(DeviceError::Kernel(tete_kernels::KernelError::BadBufferLength {
+                what: "RGBA input",
+                width,
+                height,
+                expected: pixels,
+                actual: rgba.len(),
+            }));
         }
         let device = &gpu.device;
         let out_bytes = i420_len(width, height) as u64;
@@ -122,23 +110,13 @@ impl RgbaToI420 {
             label: Some("rgba_to_i420"),
             layout: &self.layout,
             entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: params.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: input.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: output.as_entire_binding(),
-                },
+                wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 1, resource: input.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 2, resource: output.as_entire_binding() },
             ],
         });
-        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("rgba_to_i420"),
-        });
+        let mut encoder =
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("rgba_to_i420") });
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("rgba_to_i420"),
@@ -161,10 +139,7 @@ impl RgbaToI420 {
         rx.recv()
             .map_err(|_| DeviceError::Wgpu("readback callback was dropped".into()))?
             .map_err(|e| DeviceError::Wgpu(format!("readback failed: {e}")))?;
-        let bytes = slice
-            .get_mapped_range()
-            .map_err(|e| DeviceError::Wgpu(format!("readback mapping: {e}")))?
-            .to_vec();
+        let bytes = slice.get_mapped_range().map_err(|e| DeviceError::Wgpu(format!("readback mapping: {e}")))?.to_vec();
         readback.unmap();
         Ok(bytes)
     }

@@ -32,39 +32,27 @@ impl Gpu {
     }
 
     async fn open_async(kind: AdapterKind) -> Result<Self, DeviceError> {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
         let seen: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
         let adapter = adapters
             .into_iter()
-            .filter(|a| {
-                kind == AdapterKind::Any || a.get_info().device_type != wgpu::DeviceType::Cpu
-            })
+            .filter(|a| kind == AdapterKind::Any || a.get_info().device_type != wgpu::DeviceType::Cpu)
             .min_by_key(|a| rank(&a.get_info()))
             .ok_or_else(|| DeviceError::NoAdapter {
                 kind,
-                seen: if seen.is_empty() {
-                    "none".into()
-                } else {
-                    seen.join("; ")
-                },
+                seen: if seen.is_empty() { "none".into() } else { seen.join("; ") },
             })?;
         let info = adapter.get_info();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("tete"),
-                required_limits: wgpu::Limits::downlevel_defaults()
-                    .using_resolution(adapter.limits()),
+                required_limits: wgpu::Limits::downlevel_defaults().using_resolution(adapter.limits()),
                 ..Default::default()
             })
             .await
             .map_err(|e| DeviceError::Wgpu(format!("{}: {e}", describe(&info))))?;
-        Ok(Self {
-            info,
-            device,
-            queue,
-        })
+        Ok(Self { info, device, queue })
     }
 
     /// A one-line description of the adapter: name, type, backend, driver.
@@ -79,10 +67,7 @@ impl Gpu {
 
     /// Blocks until all submitted work has finished.
     pub fn wait_idle(&self) -> Result<(), DeviceError> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| DeviceError::Wgpu(e.to_string()))
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| DeviceError::Wgpu(e.to_string()))
     }
 }
 
@@ -113,10 +98,6 @@ fn describe(info: &wgpu::AdapterInfo) -> String {
         info.name,
         info.device_type,
         info.backend,
-        if driver.is_empty() {
-            String::new()
-        } else {
-            format!(", {driver}")
-        }
+        if driver.is_empty() { String::new() } else { format!(", {driver}") }
     )
 }

@@ -27,11 +27,7 @@ pub struct FetchOptions {
 
 impl Default for FetchOptions {
     fn default() -> Self {
-        Self {
-            attempts: 3,
-            retry_delay: Duration::from_millis(500),
-            progress: true,
-        }
+        Self { attempts: 3, retry_delay: Duration::from_millis(500), progress: true }
     }
 }
 
@@ -56,11 +52,7 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(
-        manifest: Manifest,
-        store: Store,
-        options: FetchOptions,
-    ) -> Result<Self, ModelError> {
+    pub fn new(manifest: Manifest, store: Store, options: FetchOptions) -> Result<Self, ModelError> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(20))
             .read_timeout(Duration::from_secs(60))
@@ -75,13 +67,7 @@ impl Fetcher {
         } else {
             MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
         };
-        Ok(Self {
-            manifest,
-            store,
-            client,
-            options,
-            bars,
-        })
+        Ok(Self { manifest, store, client, options, bars })
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -102,9 +88,7 @@ impl Fetcher {
         let models: Vec<&Model> = if ids.is_empty() {
             self.manifest.defaults().collect()
         } else {
-            ids.iter()
-                .map(|id| self.manifest.model(id))
-                .collect::<Result<_, _>>()?
+            ids.iter().map(|id| self.manifest.model(id)).collect::<Result<_, _>>()?
         };
         let mut report = FetchReport::default();
         let mut cache: HashMap<String, PathBuf> = HashMap::new();
@@ -126,10 +110,7 @@ impl Fetcher {
             let m = model.clone();
             tokio::task::spawn_blocking(move || convert::run(&store, &m))
                 .await
-                .map_err(|e| ModelError::Convert {
-                    model: model.id.clone(),
-                    detail: e.to_string(),
-                })??;
+                .map_err(|e| ModelError::Convert { model: model.id.clone(), detail: e.to_string() })??;
             let state = self.store.state(model)?;
             if !state.is_ready() {
                 return Err(ModelError::Convert {
@@ -166,10 +147,7 @@ impl Fetcher {
         let model = model.clone();
         tokio::task::spawn_blocking(move || extract_model(&store, &model, &archives))
             .await
-            .map_err(|e| ModelError::Archive {
-                package: "-".into(),
-                detail: e.to_string(),
-            })?
+            .map_err(|e| ModelError::Archive { package: "-".into(), detail: e.to_string() })?
     }
 
     /// A verified copy of a package in the download cache, downloading it if needed.
@@ -180,19 +158,12 @@ impl Fetcher {
             let path = dest.clone();
             let actual = tokio::task::spawn_blocking(move || sha256_file(&path))
                 .await
-                .map_err(|e| ModelError::Download {
-                    file: pkg.file.clone(),
-                    detail: e.to_string(),
-                })??;
+                .map_err(|e| ModelError::Download { file: pkg.file.clone(), detail: e.to_string() })??;
             if actual == pkg.sha256 {
                 return Ok(dest);
             }
-            self.say(format!(
-                "{}: cached download is damaged (sha256 {actual}); downloading again",
-                pkg.file
-            ));
-            std::fs::remove_file(&dest)
-                .map_err(ModelError::io(format!("removing {}", dest.display())))?;
+            self.say(format!("{}: cached download is damaged (sha256 {actual}); downloading again", pkg.file));
+            std::fs::remove_file(&dest).map_err(ModelError::io(format!("removing {}", dest.display())))?;
         }
         let base = self.manifest.registry_url(pkg.registry);
         let resolved = registry::resolve(&self.client, base, name, pkg).await?;
@@ -203,21 +174,16 @@ impl Fetcher {
                 Ok(staged) => {
                     std::fs::create_dir_all(self.store.downloads_dir())
                         .map_err(ModelError::io("creating the download cache"))?;
-                    staged.persist(&dest).map_err(|e| {
-                        ModelError::io(format!("moving into {}", dest.display()))(e.error)
-                    })?;
+                    staged
+                        .persist(&dest)
+                        .map_err(|e| ModelError::io(format!("moving into {}", dest.display()))(e.error))?;
                     report.downloads.push(pkg.file.clone());
                     return Ok(dest);
                 }
-                Err(
-                    e @ (ModelError::Download { .. }
-                    | ModelError::Checksum { .. }
-                    | ModelError::Offline { .. }),
-                ) if attempt < self.options.attempts => {
-                    self.say(format!(
-                        "{}: attempt {attempt} failed ({e}); retrying in {delay:?}",
-                        pkg.file
-                    ));
+                Err(e @ (ModelError::Download { .. } | ModelError::Checksum { .. } | ModelError::Offline { .. }))
+                    if attempt < self.options.attempts =>
+                {
+                    self.say(format!("{}: attempt {attempt} failed ({e}); retrying in {delay:?}", pkg.file));
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                     attempt += 1;
@@ -229,26 +195,15 @@ impl Fetcher {
 
     /// Downloads into a staging file, hashing as it goes; only a file with
     /// the expected sha256 is returned.
-    async fn download(
-        &self,
-        resolved: &registry::Resolved,
-        name: &str,
-    ) -> Result<tempfile::NamedTempFile, ModelError> {
+    async fn download(&self, resolved: &registry::Resolved, name: &str) -> Result<tempfile::NamedTempFile, ModelError> {
         let pkg = self.manifest.package(name);
-        let fail = |detail: String| ModelError::Download {
-            file: pkg.file.clone(),
-            detail,
-        };
+        let fail = |detail: String| ModelError::Download { file: pkg.file.clone(), detail };
         let response = self
             .client
             .get(resolved.url.clone())
             .send()
             .await
-            .map_err(|e| ModelError::Offline {
-                registry: format!("{:?}", pkg.registry).to_lowercase(),
-                url: resolved.url.to_string(),
-                detail: describe_reqwest(&e),
-            })?;
+            .map_err(|e| registry::send_error(pkg.registry, resolved.url.as_str(), &pkg.file, &e))?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
             return Err(ModelError::Moved {
@@ -263,11 +218,9 @@ impl Fetcher {
         let total = response.content_length().or(resolved.size);
         let bar = self.bars.add(ProgressBar::new(total.unwrap_or(0)));
         bar.set_style(
-            ProgressStyle::with_template(
-                "{msg:40} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{msg:40} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
         );
         bar.set_message(pkg.file.clone());
         let staged = self.store.stage()?;
@@ -275,14 +228,9 @@ impl Fetcher {
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| {
-                fail(format!(
-                    "transfer interrupted after {} bytes: {}",
-                    out.written,
-                    describe_reqwest(&e)
-                ))
+                fail(format!("transfer interrupted after {} bytes: {}", out.written, describe_reqwest(&e)))
             })?;
-            out.write_all(&chunk)
-                .map_err(ModelError::io("writing a download"))?;
+            out.write_all(&chunk).map_err(ModelError::io("writing a download"))?;
             bar.inc(chunk.len() as u64);
         }
         bar.finish_and_clear();
@@ -293,24 +241,14 @@ impl Fetcher {
             return Err(fail(format!("received {written} of {total} bytes")));
         }
         if actual != pkg.sha256 {
-            return Err(ModelError::Checksum {
-                what: pkg.file.clone(),
-                expected: pkg.sha256.clone(),
-                actual,
-            });
+            return Err(ModelError::Checksum { what: pkg.file.clone(), expected: pkg.sha256.clone(), actual });
         }
-        writer
-            .into_inner()
-            .map_err(|e| ModelError::io("flushing a download")(e.into_error()))
+        writer.into_inner().map_err(|e| ModelError::io("flushing a download")(e.into_error()))
     }
 }
 
 /// Extracts (joining parts) every file of `model` that is not verified yet.
-fn extract_model(
-    store: &Store,
-    model: &Model,
-    archives: &[(String, PathBuf)],
-) -> Result<(), ModelError> {
+fn extract_model(store: &Store, model: &Model, archives: &[(String, PathBuf)]) -> Result<(), ModelError> {
     let mut opened = Vec::new();
     for (name, path) in archives {
         opened.push((name.as_str(), Archive::open(path, name)?));
@@ -346,9 +284,7 @@ fn extract_model(
                 actual,
             });
         }
-        let staged = writer
-            .into_inner()
-            .map_err(|e| ModelError::io("flushing an extracted file")(e.into_error()))?;
+        let staged = writer.into_inner().map_err(|e| ModelError::io("flushing an extracted file")(e.into_error()))?;
         store.commit(staged, &model.id, &file.name)?;
     }
     Ok(())

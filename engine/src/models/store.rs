@@ -136,27 +136,19 @@ impl Store {
         let record = match self.record(model)? {
             Some(r) if r.converter_version == version => r,
             Some(_) => {
-                return Ok(ModelState::NotConverted {
-                    detail: "converted by an older converter".into(),
-                });
+                return Ok(ModelState::NotConverted { detail: "converted by an older converter".into() });
             }
             None => {
-                return Ok(ModelState::NotConverted {
-                    detail: "no conversion output yet".into(),
-                });
+                return Ok(ModelState::NotConverted { detail: "no conversion output yet".into() });
             }
         };
         for (name, sha) in &record.outputs {
             let path = dir.join(name);
             if !path.exists() {
-                return Ok(ModelState::NotConverted {
-                    detail: format!("{name} is missing"),
-                });
+                return Ok(ModelState::NotConverted { detail: format!("{name} is missing") });
             }
             if &sha256_file(&path)? != sha {
-                return Ok(ModelState::NotConverted {
-                    detail: format!("{name} does not match its record"),
-                });
+                return Ok(ModelState::NotConverted { detail: format!("{name} does not match its record") });
             }
         }
         Ok(ModelState::Verified)
@@ -171,27 +163,18 @@ impl Store {
         }
     }
 
-    pub(crate) fn write_record(
-        &self,
-        model: &Model,
-        record: &ConversionRecord,
-    ) -> Result<(), ModelError> {
-        let bytes = serde_json::to_vec_pretty(record).map_err(|e| ModelError::Convert {
-            model: model.id.clone(),
-            detail: e.to_string(),
-        })?;
+    pub(crate) fn write_record(&self, model: &Model, record: &ConversionRecord) -> Result<(), ModelError> {
+        let bytes = serde_json::to_vec_pretty(record)
+            .map_err(|e| ModelError::Convert { model: model.id.clone(), detail: e.to_string() })?;
         let mut staged = self.stage()?;
-        staged
-            .write_all(&bytes)
-            .map_err(ModelError::io("writing conversion record"))?;
+        staged.write_all(&bytes).map_err(ModelError::io("writing conversion record"))?;
         self.commit(staged, &model.id, RECORD).map(|_| ())
     }
 
     /// A new temporary file in the staging folder.
     pub(crate) fn stage(&self) -> Result<tempfile::NamedTempFile, ModelError> {
         let dir = self.staging_dir();
-        std::fs::create_dir_all(&dir)
-            .map_err(ModelError::io(format!("creating {}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(ModelError::io(format!("creating {}", dir.display())))?;
         tempfile::NamedTempFile::new_in(&dir).map_err(ModelError::io("creating a staging file"))
     }
 
@@ -204,31 +187,22 @@ impl Store {
         model_id: &str,
         name: &str,
     ) -> Result<PathBuf, ModelError> {
-        staged
-            .as_file()
-            .sync_all()
-            .map_err(ModelError::io("flushing a staged file"))?;
+        staged.as_file().sync_all().map_err(ModelError::io("flushing a staged file"))?;
         let dir = self.model_dir(model_id);
-        std::fs::create_dir_all(&dir)
-            .map_err(ModelError::io(format!("creating {}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(ModelError::io(format!("creating {}", dir.display())))?;
         let dest = dir.join(name);
-        staged.persist(&dest).map_err(|e| {
-            ModelError::io(format!("moving a file into {}", dest.display()))(e.error)
-        })?;
+        staged.persist(&dest).map_err(|e| ModelError::io(format!("moving a file into {}", dest.display()))(e.error))?;
         Ok(dest)
     }
 }
 
 /// sha256 of a file, as lowercase hex.
 pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
-    let mut file =
-        File::open(path).map_err(ModelError::io(format!("opening {}", path.display())))?;
+    let mut file = File::open(path).map_err(ModelError::io(format!("opening {}", path.display())))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(ModelError::io(format!("reading {}", path.display())))?;
+        let n = file.read(&mut buf).map_err(ModelError::io(format!("reading {}", path.display())))?;
         if n == 0 {
             break;
         }
@@ -246,19 +220,11 @@ pub(crate) struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            written: 0,
-        }
+        Self { inner, hasher: Sha256::new(), written: 0 }
     }
 
     pub fn finish(self) -> (W, String, u64) {
-        (
-            self.inner,
-            hex::encode(self.hasher.finalize()),
-            self.written,
-        )
+        (self.inner, hex::encode(self.hasher.finalize()), self.written)
     }
 }
 

@@ -14,27 +14,15 @@ impl<'a> Reader<'a> {
 
     pub fn at(buf: &'a [u8], pos: usize, what: &'static str) -> Result<Self, String> {
         if pos > buf.len() {
-            return Err(format!(
-                "{what}: offset {pos} is past the end ({} bytes)",
-                buf.len()
-            ));
+            return Err(format!("{what}: offset {pos} is past the end ({} bytes)", buf.len()));
         }
         Ok(Self { buf, pos, what })
     }
 
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or_else(|| {
-                format!(
-                    "{}: truncated: wanted {n} bytes at offset {}, file has {}",
-                    self.what,
-                    self.pos,
-                    self.buf.len()
-                )
-            })?;
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| {
+            format!("{}: truncated: wanted {n} bytes at offset {}, file has {}", self.what, self.pos, self.buf.len())
+        })?;
         let out = &self.buf[self.pos..end];
         self.pos = end;
         Ok(out)

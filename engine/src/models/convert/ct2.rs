@@ -35,23 +35,17 @@ pub(crate) fn convert(buf: &[u8]) -> Result<Converted, String> {
     let mut r = Reader::new(buf, "model.bin");
     let version = r.i32()?;
     if !(2..=6).contains(&version) {
-        return Err(format!(
-            "model.bin: binary version {version} is not supported (2 to 6)"
-        ));
+        return Err(format!("model.bin: binary version {version} is not supported (2 to 6)"));
     }
     let mut out = Converted::default();
     out.metadata.insert("ct2_spec".into(), string(&mut r)?);
-    out.metadata
-        .insert("ct2_spec_revision".into(), r.i32()?.to_string());
-    out.metadata
-        .insert("ct2_binary_version".into(), version.to_string());
+    out.metadata.insert("ct2_spec_revision".into(), r.i32()?.to_string());
+    out.metadata.insert("ct2_binary_version".into(), version.to_string());
     let count = r.u32()?;
     for _ in 0..count {
         let name = string(&mut r)?;
         let rank = r.u8()? as usize;
-        let shape = (0..rank)
-            .map(|_| r.u32().map(|d| d as usize))
-            .collect::<Result<Vec<_>, _>>()?;
+        let shape = (0..rank).map(|_| r.u32().map(|d| d as usize)).collect::<Result<Vec<_>, _>>()?;
         let (dtype, size) = if version >= 4 {
             dtype(r.u8()?)?
         } else {
@@ -79,9 +73,7 @@ pub(crate) fn convert(buf: &[u8]) -> Result<Converted, String> {
             let alias = string(&mut r)?;
             let target = string(&mut r)?;
             if !out.tensors.contains_key(&target) {
-                return Err(format!(
-                    "model.bin: alias {alias} points at unknown variable {target}"
-                ));
+                return Err(format!("model.bin: alias {alias} points at unknown variable {target}"));
             }
             out.metadata.insert(format!("alias:{alias}"), target);
         }
@@ -131,15 +123,9 @@ pub(crate) mod tests {
         let out = convert(&tiny_model_bin()).unwrap();
         let emb = &out.tensors["decoder/embeddings/weight"];
         assert_eq!((emb.dtype, emb.shape.clone()), (Dtype::F16, vec![2, 3]));
-        assert_eq!(
-            half::f16::from_le_bytes([emb.data[2], emb.data[3]]).to_f32(),
-            -2.0
-        );
+        assert_eq!(half::f16::from_le_bytes([emb.data[2], emb.data[3]]).to_f32(), -2.0);
         assert_eq!(out.tensors["decoder/activation"].data, vec![7]);
-        assert_eq!(
-            out.metadata["alias:decoder/projection/weight"],
-            "decoder/embeddings/weight"
-        );
+        assert_eq!(out.metadata["alias:decoder/projection/weight"], "decoder/embeddings/weight");
         assert_eq!(out.metadata["ct2_spec"], "WhisperSpec");
     }
 
@@ -151,10 +137,6 @@ pub(crate) mod tests {
         }
         let mut bad_version = full.clone();
         bad_version[0] = 99;
-        assert!(
-            convert(&bad_version)
-                .unwrap_err()
-                .contains("binary version 99")
-        );
+        assert!(convert(&bad_version).unwrap_err().contains("binary version 99"));
     }
 }

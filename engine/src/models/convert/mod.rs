@@ -41,11 +41,7 @@ pub struct Tensor {
 
 impl Tensor {
     pub fn f32(shape: Vec<usize>, values: &[f32]) -> Self {
-        Self {
-            dtype: Dtype::F32,
-            shape,
-            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        }
+        Self { dtype: Dtype::F32, shape, data: values.iter().flat_map(|v| v.to_le_bytes()).collect() }
     }
 }
 
@@ -59,10 +55,7 @@ pub struct Converted {
 /// Runs a model's converter and records its output.
 pub(crate) fn run(store: &Store, model: &Model) -> Result<(), ModelError> {
     let dir = store.model_dir(&model.id);
-    let fail = |detail: String| ModelError::Convert {
-        model: model.id.clone(),
-        detail,
-    };
+    let fail = |detail: String| ModelError::Convert { model: model.id.clone(), detail };
     let source = |suffix: &str| {
         model
             .files
@@ -74,20 +67,18 @@ pub(crate) fn run(store: &Store, model: &Model) -> Result<(), ModelError> {
     let converted = match model.converter {
         Converter::Builtin | Converter::Copy => return Ok(()),
         Converter::Gguf => return check_gguf(&source(".gguf")?).map_err(fail),
-        Converter::Onnx => onnx::convert(
-            &std::fs::read(source(".onnx")?).map_err(ModelError::io("reading the ONNX file"))?,
-        ),
-        Converter::Ct2 => ct2::convert(
-            &std::fs::read(source("model.bin")?).map_err(ModelError::io("reading model.bin"))?,
-        ),
-        Converter::Tflite => tflite::convert(
-            &std::fs::read(source(".tflite")?)
-                .map_err(ModelError::io("reading the TFLite file"))?,
-        ),
+        Converter::Onnx => {
+            onnx::convert(&std::fs::read(source(".onnx")?).map_err(ModelError::io("reading the ONNX file"))?)
+        }
+        Converter::Ct2 => {
+            ct2::convert(&std::fs::read(source("model.bin")?).map_err(ModelError::io("reading model.bin"))?)
+        }
+        Converter::Tflite => {
+            tflite::convert(&std::fs::read(source(".tflite")?).map_err(ModelError::io("reading the TFLite file"))?)
+        }
         Converter::Tfjs => {
             let manifest_path = source("weights_manifest.json")?;
-            let manifest = std::fs::read(&manifest_path)
-                .map_err(ModelError::io("reading the tfjs manifest"))?;
+            let manifest = std::fs::read(&manifest_path).map_err(ModelError::io("reading the tfjs manifest"))?;
             tfjs::convert(&manifest, |shard| {
                 std::fs::read(dir.join(shard)).map_err(|e| format!("reading shard {shard}: {e}"))
             })
@@ -95,16 +86,12 @@ pub(crate) fn run(store: &Store, model: &Model) -> Result<(), ModelError> {
     }
     .map_err(fail)?;
     let mut metadata = converted.metadata.clone();
-    metadata.insert(
-        "converter".into(),
-        format!("{:?}", model.converter).to_lowercase(),
-    );
+    metadata.insert("converter".into(), format!("{:?}", model.converter).to_lowercase());
     metadata.insert("source_model".into(), model.id.clone());
     let bytes = serialize(&converted.tensors, metadata).map_err(fail)?;
     let staged = store.stage()?;
     let mut out = HashingWriter::new(staged);
-    std::io::Write::write_all(&mut out, &bytes)
-        .map_err(ModelError::io("writing model.safetensors"))?;
+    std::io::Write::write_all(&mut out, &bytes).map_err(ModelError::io("writing model.safetensors"))?;
     let (staged, sha, _) = out.finish();
     let path = store.commit(staged, &model.id, OUTPUT)?;
     debug_assert_eq!(sha256_file(&path).ok().as_deref(), Some(sha.as_str()));
@@ -116,10 +103,7 @@ pub(crate) fn run(store: &Store, model: &Model) -> Result<(), ModelError> {
     store.write_record(model, &record)
 }
 
-fn serialize(
-    tensors: &BTreeMap<String, Tensor>,
-    metadata: BTreeMap<String, String>,
-) -> Result<Vec<u8>, String> {
+fn serialize(tensors: &BTreeMap<String, Tensor>, metadata: BTreeMap<String, String>) -> Result<Vec<u8>, String> {
     let views = tensors
         .iter()
         .map(|(name, t)| {
@@ -134,8 +118,7 @@ fn serialize(
 /// Reads a GGUF file's header and metadata with candle's reader: the same
 /// code the LLM loader uses, so a file that passes here loads there.
 fn check_gguf(path: &Path) -> Result<(), String> {
-    let mut file =
-        std::fs::File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+    let mut file = std::fs::File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
     let content = candle_core::quantized::gguf_file::Content::read(&mut file)
         .map_err(|e| format!("{} is not valid GGUF: {e}", path.display()))?;
     if content.tensor_infos.is_empty() {

@@ -84,9 +84,7 @@ fn tensor(t: &TensorProto) -> Result<Tensor, String> {
     let shape = t
         .dims
         .iter()
-        .map(|&d| {
-            usize::try_from(d).map_err(|_| format!("tensor {}: negative dimension {d}", t.name))
-        })
+        .map(|&d| usize::try_from(d).map_err(|_| format!("tensor {}: negative dimension {d}", t.name)))
         .collect::<Result<Vec<_>, _>>()?;
     if t.data_location == 1 {
         return Err(format!("tensor {}: external data is not supported", t.name));
@@ -105,10 +103,7 @@ fn tensor(t: &TensorProto) -> Result<Tensor, String> {
         11 => (Dtype::F64, 8),
         16 => (Dtype::BF16, 2),
         other => {
-            return Err(format!(
-                "tensor {}: unsupported ONNX data type {other}",
-                t.name
-            ));
+            return Err(format!("tensor {}: unsupported ONNX data type {other}", t.name));
         }
     };
     let count: usize = shape.iter().product();
@@ -122,30 +117,17 @@ fn tensor(t: &TensorProto) -> Result<Tensor, String> {
             6 => t.int32_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
             // Narrow types are stored one per int32 (f16/bf16 as their bit patterns).
             2 | 3 | 9 => t.int32_data.iter().map(|&v| v as u8).collect(),
-            4 | 5 | 10 | 16 => t
-                .int32_data
-                .iter()
-                .flat_map(|&v| (v as u16).to_le_bytes())
-                .collect(),
+            4 | 5 | 10 | 16 => t.int32_data.iter().flat_map(|&v| (v as u16).to_le_bytes()).collect(),
             _ => Vec::new(),
         }
     };
     if data.len() != count * size {
-        return Err(format!(
-            "tensor {}: shape {shape:?} needs {} bytes, has {}",
-            t.name,
-            count * size,
-            data.len()
-        ));
+        return Err(format!("tensor {}: shape {shape:?} needs {} bytes, has {}", t.name, count * size, data.len()));
     }
     Ok(Tensor { dtype, shape, data })
 }
 
-fn walk(
-    graph: &GraphProto,
-    out: &mut BTreeMap<String, Tensor>,
-    dequant: &mut Vec<NodeProto>,
-) -> Result<(), String> {
+fn walk(graph: &GraphProto, out: &mut BTreeMap<String, Tensor>, dequant: &mut Vec<NodeProto>) -> Result<(), String> {
     for init in &graph.initializer {
         out.insert(init.name.clone(), tensor(init)?);
     }
@@ -171,53 +153,31 @@ fn walk(
 }
 
 fn as_f32s(t: &Tensor) -> Option<Vec<f32>> {
-    (t.dtype == Dtype::F32).then(|| {
-        t.data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    })
+    (t.dtype == Dtype::F32)
+        .then(|| t.data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
 /// y = (x - zero_point) * scale, per tensor or per slice along `axis`.
-fn dequantize(
-    node: &NodeProto,
-    tensors: &BTreeMap<String, Tensor>,
-) -> Result<Option<Tensor>, String> {
-    let get = |i: usize| {
-        node.input
-            .get(i)
-            .filter(|n| !n.is_empty())
-            .and_then(|n| tensors.get(n))
-    };
+fn dequantize(node: &NodeProto, tensors: &BTreeMap<String, Tensor>) -> Result<Option<Tensor>, String> {
+    let get = |i: usize| node.input.get(i).filter(|n| !n.is_empty()).and_then(|n| tensors.get(n));
     let (Some(x), Some(scale)) = (get(0), get(1)) else {
         return Ok(None); // not over constants: a runtime quantization, left to the graph
     };
     let values: Vec<f32> = match x.dtype {
         Dtype::I8 => x.data.iter().map(|&b| b as i8 as f32).collect(),
         Dtype::U8 => x.data.iter().map(|&b| b as f32).collect(),
-        Dtype::I32 => x
-            .data
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
-            .collect(),
+        Dtype::I32 => x.data.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32).collect(),
         _ => return Ok(None),
     };
-    let scales = as_f32s(scale)
-        .ok_or_else(|| format!("DequantizeLinear {:?}: scale is not f32", node.output))?;
+    let scales = as_f32s(scale).ok_or_else(|| format!("DequantizeLinear {:?}: scale is not f32", node.output))?;
     let zeros: Vec<f32> = match get(2) {
         Some(z) if z.dtype == Dtype::I8 => z.data.iter().map(|&b| b as i8 as f32).collect(),
         Some(z) if z.dtype == Dtype::U8 => z.data.iter().map(|&b| b as f32).collect(),
-        Some(z) if z.dtype == Dtype::I32 => z
-            .data
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
-            .collect(),
+        Some(z) if z.dtype == Dtype::I32 => {
+            z.data.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32).collect()
+        }
         Some(_) => {
-            return Err(format!(
-                "DequantizeLinear {:?}: unsupported zero point type",
-                node.output
-            ));
+            return Err(format!("DequantizeLinear {:?}: unsupported zero point type", node.output));
         }
         None => vec![0.0; scales.len()],
     };
@@ -230,12 +190,7 @@ fn dequantize(
         ));
     }
     let rank = x.shape.len() as i64;
-    let axis = node
-        .attribute
-        .iter()
-        .find(|a| a.name == "axis")
-        .map(|a| a.i)
-        .unwrap_or(1);
+    let axis = node.attribute.iter().find(|a| a.name == "axis").map(|a| a.i).unwrap_or(1);
     let axis = if axis < 0 { axis + rank } else { axis };
     let (outer_len, inner) = if scales.len() == 1 {
         (1usize, values.len())
@@ -248,10 +203,7 @@ fn dequantize(
                 x.shape
             ));
         }
-        (
-            x.shape[axis as usize],
-            x.shape[axis as usize + 1..].iter().product(),
-        )
+        (x.shape[axis as usize], x.shape[axis as usize + 1..].iter().product())
     };
     let out: Vec<f32> = values
         .iter()
@@ -278,10 +230,8 @@ pub(crate) fn convert(buf: &[u8]) -> Result<Converted, String> {
             out.tensors.insert(name.clone(), t);
         }
     }
-    out.metadata
-        .insert("onnx_ir_version".into(), model.ir_version.to_string());
-    out.metadata
-        .insert("onnx_producer".into(), model.producer_name);
+    out.metadata.insert("onnx_ir_version".into(), model.ir_version.to_string());
+    out.metadata.insert("onnx_producer".into(), model.producer_name);
     Ok(out)
 }
 
@@ -290,32 +240,13 @@ mod tests {
     use super::*;
 
     fn init(name: &str, dims: Vec<i64>, data_type: i32, raw: Vec<u8>) -> TensorProto {
-        TensorProto {
-            name: name.into(),
-            dims,
-            data_type,
-            raw_data: raw,
-            ..Default::default()
-        }
+        TensorProto { name: name.into(), dims, data_type, raw_data: raw, ..Default::default() }
     }
 
     fn tiny() -> Vec<u8> {
-        let w = init(
-            "w",
-            vec![2, 2],
-            1,
-            [1.0f32, 2.0, 3.0, 4.0]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        );
+        let w = init("w", vec![2, 2], 1, [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect());
         let q = init("q", vec![2, 2], 3, vec![10u8, 246, 0, 1]); // 10, -10, 0, 1 as i8
-        let scale = init(
-            "s",
-            vec![2],
-            1,
-            [0.5f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect(),
-        );
+        let scale = init("s", vec![2], 1, [0.5f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect());
         let zp = init("z", vec![2], 3, vec![0, 1]);
         let sub_init = TensorProto {
             name: "inner".into(),
@@ -328,50 +259,25 @@ mod tests {
             input: vec!["q".into(), "s".into(), "z".into()],
             output: vec!["q_f32".into()],
             op_type: "DequantizeLinear".into(),
-            attribute: vec![AttributeProto {
-                name: "axis".into(),
-                i: 0,
-                ..Default::default()
-            }],
+            attribute: vec![AttributeProto { name: "axis".into(), i: 0, ..Default::default() }],
         };
-        let branch = GraphProto {
-            node: vec![],
-            initializer: vec![sub_init],
-        };
+        let branch = GraphProto { node: vec![], initializer: vec![sub_init] };
         let iff = NodeProto {
             op_type: "If".into(),
-            attribute: vec![AttributeProto {
-                name: "then_branch".into(),
-                g: Some(branch),
-                ..Default::default()
-            }],
+            attribute: vec![AttributeProto { name: "then_branch".into(), g: Some(branch), ..Default::default() }],
             ..Default::default()
         };
-        let graph = GraphProto {
-            node: vec![dq, iff],
-            initializer: vec![w, q, scale, zp],
-        };
-        ModelProto {
-            ir_version: 8,
-            producer_name: "test".into(),
-            graph: Some(graph),
-        }
-        .encode_to_vec()
+        let graph = GraphProto { node: vec![dq, iff], initializer: vec![w, q, scale, zp] };
+        ModelProto { ir_version: 8, producer_name: "test".into(), graph: Some(graph) }.encode_to_vec()
     }
 
     #[test]
     fn reads_initializers_subgraphs_and_folds_dequantize() {
         let out = convert(&tiny()).unwrap();
-        assert_eq!(
-            as_f32s(&out.tensors["w"]).unwrap(),
-            vec![1.0, 2.0, 3.0, 4.0]
-        );
+        assert_eq!(as_f32s(&out.tensors["w"]).unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
         assert_eq!(as_f32s(&out.tensors["inner"]).unwrap(), vec![7.5]);
         // Row 0: scale 0.5, zero 0 → 5, -5. Row 1: scale 2, zero 1 → -2, 0.
-        assert_eq!(
-            as_f32s(&out.tensors["q_f32"]).unwrap(),
-            vec![5.0, -5.0, -2.0, 0.0]
-        );
+        assert_eq!(as_f32s(&out.tensors["q_f32"]).unwrap(), vec![5.0, -5.0, -2.0, 0.0]);
         assert_eq!(out.tensors["q"].dtype, Dtype::I8);
     }
 
@@ -381,16 +287,9 @@ mod tests {
         assert!(convert(b"\xff\xff\xff\xff garbage").is_err());
         assert!(convert(&full[..full.len() / 2]).is_err());
         let wrong_size = ModelProto {
-            graph: Some(GraphProto {
-                node: vec![],
-                initializer: vec![init("w", vec![3], 1, vec![0; 8])],
-            }),
+            graph: Some(GraphProto { node: vec![], initializer: vec![init("w", vec![3], 1, vec![0; 8])] }),
             ..Default::default()
         };
-        assert!(
-            convert(&wrong_size.encode_to_vec())
-                .unwrap_err()
-                .contains("needs 12 bytes")
-        );
+        assert!(convert(&wrong_size.encode_to_vec()).unwrap_err().contains("needs 12 bytes"));
     }
 }

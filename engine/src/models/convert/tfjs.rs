@@ -32,27 +32,20 @@ pub(crate) fn convert(
     manifest: &[u8],
     mut read_shard: impl FnMut(&str) -> Result<Vec<u8>, String>,
 ) -> Result<Converted, String> {
-    let groups: Vec<Group> =
-        serde_json::from_slice(manifest).map_err(|e| format!("weights manifest: {e}"))?;
+    let groups: Vec<Group> = serde_json::from_slice(manifest).map_err(|e| format!("weights manifest: {e}"))?;
     let mut out = Converted::default();
     for group in groups {
         let mut data = Vec::new();
         for path in &group.paths {
             if path.contains(['/', '\\']) || path.starts_with('.') {
-                return Err(format!(
-                    "weights manifest: shard path {path:?} leaves the model folder"
-                ));
+                return Err(format!("weights manifest: shard path {path:?} leaves the model folder"));
             }
             data.extend(read_shard(path)?);
         }
         let mut pos = 0usize;
         for w in group.weights {
             let count: usize = w.shape.iter().product();
-            let stored = w
-                .quantization
-                .as_ref()
-                .map(|q| q.dtype.as_str())
-                .unwrap_or(w.dtype.as_str());
+            let stored = w.quantization.as_ref().map(|q| q.dtype.as_str()).unwrap_or(w.dtype.as_str());
             let size = match stored {
                 "float32" | "int32" => 4,
                 "uint16" | "float16" => 2,
@@ -60,12 +53,7 @@ pub(crate) fn convert(
                 other => return Err(format!("weight {}: unsupported dtype {other}", w.name)),
             };
             let bytes = data.get(pos..pos + count * size).ok_or_else(|| {
-                format!(
-                    "weight {}: shards end at {} bytes, need {}",
-                    w.name,
-                    data.len(),
-                    pos + count * size
-                )
+                format!("weight {}: shards end at {} bytes, need {}", w.name, data.len(), pos + count * size)
             })?;
             pos += count * size;
             let tensor = match (&w.quantization, w.dtype.as_str()) {
@@ -77,35 +65,17 @@ pub(crate) fn convert(
                             .map(|c| u16::from_le_bytes([c[0], c[1]]) as f32 * q.scale + q.min)
                             .collect(),
                         other => {
-                            return Err(format!(
-                                "weight {}: unsupported quantization {other}",
-                                w.name
-                            ));
+                            return Err(format!("weight {}: unsupported quantization {other}", w.name));
                         }
                     };
                     Tensor::f32(w.shape, &values)
                 }
                 (Some(_), other) => {
-                    return Err(format!(
-                        "weight {}: quantized {other} is not supported",
-                        w.name
-                    ));
+                    return Err(format!("weight {}: quantized {other} is not supported", w.name));
                 }
-                (None, "float32") => Tensor {
-                    dtype: Dtype::F32,
-                    shape: w.shape,
-                    data: bytes.to_vec(),
-                },
-                (None, "int32") => Tensor {
-                    dtype: Dtype::I32,
-                    shape: w.shape,
-                    data: bytes.to_vec(),
-                },
-                (None, "bool") => Tensor {
-                    dtype: Dtype::U8,
-                    shape: w.shape,
-                    data: bytes.to_vec(),
-                },
+                (None, "float32") => Tensor { dtype: Dtype::F32, shape: w.shape, data: bytes.to_vec() },
+                (None, "int32") => Tensor { dtype: Dtype::I32, shape: w.shape, data: bytes.to_vec() },
+                (None, "bool") => Tensor { dtype: Dtype::U8, shape: w.shape, data: bytes.to_vec() },
                 (None, other) => {
                     return Err(format!("weight {}: unsupported dtype {other}", w.name));
                 }
@@ -113,10 +83,7 @@ pub(crate) fn convert(
             out.tensors.insert(w.name, tensor);
         }
         if pos != data.len() {
-            return Err(format!(
-                "weights manifest describes {pos} bytes, shards hold {}",
-                data.len()
-            ));
+            return Err(format!("weights manifest describes {pos} bytes, shards hold {}", data.len()));
         }
     }
     Ok(out)
@@ -139,19 +106,13 @@ mod tests {
     }
 
     fn f32s(t: &Tensor) -> Vec<f32> {
-        t.data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
+        t.data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
     }
 
     #[test]
     fn dequantizes_uint8_weights() {
         let out = convert(MANIFEST.as_bytes(), |_| Ok(shard())).unwrap();
-        assert_eq!(
-            f32s(&out.tensors["conv/filters"]),
-            vec![-1.0, -0.5, 0.0, 126.5]
-        );
+        assert_eq!(f32s(&out.tensors["conv/filters"]), vec![-1.0, -0.5, 0.0, 126.5]);
         assert_eq!(f32s(&out.tensors["fc/bias"]), vec![1.5, -3.0]);
         assert_eq!(out.tensors["conv/filters"].shape, vec![2, 2]);
     }
@@ -162,17 +123,9 @@ mod tests {
         assert!(short.contains("fc/bias"), "{short}");
         let mut long = shard();
         long.push(0);
-        assert!(
-            convert(MANIFEST.as_bytes(), |_| Ok(long.clone()))
-                .unwrap_err()
-                .contains("shards hold")
-        );
+        assert!(convert(MANIFEST.as_bytes(), |_| Ok(long.clone())).unwrap_err().contains("shards hold"));
         assert!(convert(b"{not json", |_| Ok(shard())).is_err());
         let escape = MANIFEST.replace("m.bin", "../m.bin");
-        assert!(
-            convert(escape.as_bytes(), |_| Ok(shard()))
-                .unwrap_err()
-                .contains("leaves the model folder")
-        );
+        assert!(convert(escape.as_bytes(), |_| Ok(shard())).unwrap_err().contains("leaves the model folder"));
     }
 }

@@ -26,15 +26,10 @@ struct Table<'a> {
 impl<'a> Table<'a> {
     fn at(buf: &'a [u8], pos: usize) -> Result<Self, String> {
         let soffset = Reader::at(buf, pos, WHAT)?.i32()? as i64;
-        let vtable = usize::try_from(pos as i64 - soffset)
-            .map_err(|_| format!("{WHAT}: bad vtable offset at {pos}"))?;
+        let vtable =
+            usize::try_from(pos as i64 - soffset).map_err(|_| format!("{WHAT}: bad vtable offset at {pos}"))?;
         let vtable_len = Reader::at(buf, vtable, WHAT)?.u16()? as usize;
-        Ok(Self {
-            buf,
-            pos,
-            vtable,
-            vtable_len,
-        })
+        Ok(Self { buf, pos, vtable, vtable_len })
     }
 
     /// The position of field `index`, or `None` when absent.
@@ -56,18 +51,15 @@ impl<'a> Table<'a> {
     }
 
     fn u8(&self, index: usize) -> Result<u8, String> {
-        self.field(index)?
-            .map_or(Ok(0), |p| Reader::at(self.buf, p, WHAT)?.u8())
+        self.field(index)?.map_or(Ok(0), |p| Reader::at(self.buf, p, WHAT)?.u8())
     }
 
     fn u32(&self, index: usize) -> Result<u32, String> {
-        self.field(index)?
-            .map_or(Ok(0), |p| Reader::at(self.buf, p, WHAT)?.u32())
+        self.field(index)?.map_or(Ok(0), |p| Reader::at(self.buf, p, WHAT)?.u32())
     }
 
     fn u64(&self, index: usize) -> Result<u64, String> {
-        self.field(index)?
-            .map_or(Ok(0), |p| Reader::at(self.buf, p, WHAT)?.u64())
+        self.field(index)?.map_or(Ok(0), |p| Reader::at(self.buf, p, WHAT)?.u64())
     }
 
     /// A vector field: (position of the first element, length).
@@ -127,18 +119,13 @@ pub(crate) fn convert(buf: &[u8]) -> Result<Converted, String> {
     let model = Table::at(buf, root)?;
     let buffers = model.tables(4)?;
     let mut out = Converted::default();
-    out.metadata
-        .insert("tflite_version".into(), model.u32(0)?.to_string());
-    out.metadata
-        .insert("tflite_description".into(), model.string(3)?);
+    out.metadata.insert("tflite_version".into(), model.u32(0)?.to_string());
+    out.metadata.insert("tflite_description".into(), model.string(3)?);
     for (g, subgraph) in model.tables(2)?.iter().enumerate() {
         for tensor in subgraph.tables(0)? {
             let index = tensor.u32(2)? as usize;
             let Some(buffer) = buffers.get(index) else {
-                return Err(format!(
-                    "{WHAT}: tensor refers to buffer {index} of {}",
-                    buffers.len()
-                ));
+                return Err(format!("{WHAT}: tensor refers to buffer {index} of {}", buffers.len()));
             };
             let mut data = buffer.bytes(0)?;
             let (offset, size) = (buffer.u64(1)? as usize, buffer.u64(2)? as usize);
@@ -152,10 +139,7 @@ pub(crate) fn convert(buf: &[u8]) -> Result<Converted, String> {
             let shape = tensor
                 .i32s(0)?
                 .into_iter()
-                .map(|d| {
-                    usize::try_from(d)
-                        .map_err(|_| format!("{WHAT}: tensor {name} has dimension {d}"))
-                })
+                .map(|d| usize::try_from(d).map_err(|_| format!("{WHAT}: tensor {name} has dimension {d}")))
                 .collect::<Result<Vec<_>, _>>()?;
             let (dtype, size) = dtype(tensor.u8(1)?)?;
             let count: usize = shape.iter().product();
@@ -166,19 +150,8 @@ pub(crate) fn convert(buf: &[u8]) -> Result<Converted, String> {
                     data.len()
                 ));
             }
-            let key = if g == 0 {
-                name
-            } else {
-                format!("subgraph{g}/{name}")
-            };
-            out.tensors.insert(
-                key,
-                Tensor {
-                    dtype,
-                    shape,
-                    data: data.to_vec(),
-                },
-            );
+            let key = if g == 0 { name } else { format!("subgraph{g}/{name}") };
+            out.tensors.insert(key, Tensor { dtype, shape, data: data.to_vec() });
         }
     }
     if out.tensors.is_empty() {
