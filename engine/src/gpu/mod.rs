@@ -32,8 +32,14 @@ impl Gpu {
     }
 
     async fn open_async(kind: AdapterKind) -> Result<Self, DeviceError> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+        // Vulkan, Metal and DX12 unless WGPU_BACKEND says otherwise: the GL
+        // backend adds nothing on the machines this runs on but noise about
+        // missing display servers.
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+        desc.backends = backends;
+        let instance = wgpu::Instance::new(desc);
+        let adapters = instance.enumerate_adapters(backends).await;
         let seen: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
         let adapter = adapters
             .into_iter()

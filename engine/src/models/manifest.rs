@@ -209,7 +209,7 @@ mod tests {
         let base = "[registries]\npypi = \"x\"\nnpm = \"y\"\n[packages.p]\nregistry = \"pypi\"\nversion = \"1\"\nfile = \"p.whl\"\n";
         let good_sha = "0".repeat(64);
         let cases = [
-            (format!("{base}sha256 = \"abc\"\nmodel = []\n"), "sha256 must be"),
+            (format!("model = []\n{base}sha256 = \"abc\"\n"), "sha256 must be"),
             (
                 format!(
                     "{base}sha256 = \"{good_sha}\"\n[[model]]\nid = \"a\"\nstage = \"s\"\ndescription = \"\"\nformat = \"f\"\nconverter = \"copy\"\nlicence = \"l\"\npackages = [\"q\"]\nfiles = [{{ name = \"f\", from = [\"x\"], sha256 = \"{good_sha}\" }}]\n"
@@ -222,7 +222,7 @@ mod tests {
                 ),
                 "is invalid",
             ),
-            (format!("{base}sha256 = \"{good_sha}\"\nmodel = []\nbogus = 1\n"), "unknown field"),
+            (format!("model = []\nbogus = 1\n{base}sha256 = \"{good_sha}\"\n"), "unknown field"),
             ("not toml [".to_string(), "test"),
         ];
         for (text, want) in cases {

@@ -188,6 +188,15 @@ impl Store {
         name: &str,
     ) -> Result<PathBuf, ModelError> {
         staged.as_file().sync_all().map_err(ModelError::io("flushing a staged file"))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // Staging files are created private; models are for every user of the host.
+            staged
+                .as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .map_err(ModelError::io("setting a model file's permissions"))?;
+        }
         let dir = self.model_dir(model_id);
         std::fs::create_dir_all(&dir).map_err(ModelError::io(format!("creating {}", dir.display())))?;
         let dest = dir.join(name);

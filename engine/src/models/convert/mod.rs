@@ -27,7 +27,7 @@ pub const OUTPUT: &str = "model.safetensors";
 pub fn version(converter: Converter) -> Option<u32> {
     match converter {
         Converter::Gguf | Converter::Copy | Converter::Builtin => None,
-        Converter::Onnx | Converter::Ct2 | Converter::Tflite | Converter::Tfjs => Some(1),
+        Converter::Onnx | Converter::Ct2 | Converter::Tflite | Converter::Tfjs => Some(2),
     }
 }
 
@@ -103,12 +103,27 @@ pub(crate) fn run(store: &Store, model: &Model) -> Result<(), ModelError> {
     store.write_record(model, &record)
 }
 
+/// Widens the types candle cannot load (I8 → I16, BOOL → U8), so that
+/// every converted file loads with `candle_core::safetensors::load`.
+fn loadable(t: &Tensor) -> std::borrow::Cow<'_, Tensor> {
+    match t.dtype {
+        Dtype::I8 => std::borrow::Cow::Owned(Tensor {
+            dtype: Dtype::I16,
+            shape: t.shape.clone(),
+            data: t.data.iter().flat_map(|&b| (b as i8 as i16).to_le_bytes()).collect(),
+        }),
+        Dtype::BOOL => std::borrow::Cow::Owned(Tensor { dtype: Dtype::U8, ..t.clone() }),
+        _ => std::borrow::Cow::Borrowed(t),
+    }
+}
+
 fn serialize(tensors: &BTreeMap<String, Tensor>, metadata: BTreeMap<String, String>) -> Result<Vec<u8>, String> {
+    let tensors: Vec<(&String, std::borrow::Cow<'_, Tensor>)> = tensors.iter().map(|(n, t)| (n, loadable(t))).collect();
     let views = tensors
         .iter()
         .map(|(name, t)| {
             safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.data)
-                .map(|v| (name.clone(), v))
+                .map(|v| (name.to_string(), v))
                 .map_err(|e| format!("tensor {name}: {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -225,10 +225,17 @@ pub(crate) fn convert(buf: &[u8]) -> Result<Converted, String> {
     if out.tensors.is_empty() {
         return Err("ONNX model has no weights".into());
     }
+    let mut folded = Vec::new();
     for node in &dequant {
         if let (Some(t), Some(name)) = (dequantize(node, &out.tensors)?, node.output.first()) {
             out.tensors.insert(name.clone(), t);
+            folded.extend(node.input.first().cloned());
         }
+    }
+    // The quantized inputs are replaced by their f32 values; keeping both
+    // would only double the file.
+    for name in folded {
+        out.tensors.remove(&name);
     }
     out.metadata.insert("onnx_ir_version".into(), model.ir_version.to_string());
     out.metadata.insert("onnx_producer".into(), model.producer_name);
@@ -278,7 +285,8 @@ mod tests {
         assert_eq!(as_f32s(&out.tensors["inner"]).unwrap(), vec![7.5]);
         // Row 0: scale 0.5, zero 0 → 5, -5. Row 1: scale 2, zero 1 → -2, 0.
         assert_eq!(as_f32s(&out.tensors["q_f32"]).unwrap(), vec![5.0, -5.0, -2.0, 0.0]);
-        assert_eq!(out.tensors["q"].dtype, Dtype::I8);
+        assert!(!out.tensors.contains_key("q"), "the folded int8 input is dropped");
+        assert_eq!(out.tensors["z"].dtype, Dtype::I8);
     }
 
     #[test]

@@ -164,95 +164,73 @@ pub(crate) fn convert(buf: &[u8]) -> Result<Converted, String> {
 mod tests {
     use super::*;
 
-    /// Builds a flatbuffer by hand: a table is [soffset to vtable][fields],
-    /// its vtable [len][table len][field offsets]. Offsets are relative to
-    /// where they are stored. Model → 1 subgraph → 1 tensor → buffer 1.
+    /// Builds a flatbuffer by hand, front to back: a table is [soffset to
+    /// its vtable][fields], a vtable [len][table len][field offsets]; every
+    /// reference is a u32 forward offset from where it is stored, patched
+    /// once its target is written. Model → 1 subgraph → 1 tensor → buffer 1.
     fn tiny() -> Vec<u8> {
-        let mut b = vec![0u8; 8];
-        b[4..8].copy_from_slice(b"TFL3");
-        let push_u32 = |b: &mut Vec<u8>, v: u32| b.extend_from_slice(&v.to_le_bytes());
-        let push_u16 = |b: &mut Vec<u8>, v: u16| b.extend_from_slice(&v.to_le_bytes());
-        let patch = |b: &mut Vec<u8>, at: usize, target: usize| {
-            let v = (target - at) as u32;
+        fn u32_(b: &mut Vec<u8>, v: u32) -> usize {
+            b.extend_from_slice(&v.to_le_bytes());
+            b.len() - 4
+        }
+        fn u16s(b: &mut Vec<u8>, vs: &[u16]) -> usize {
+            let at = b.len();
+            vs.iter().for_each(|v| b.extend_from_slice(&v.to_le_bytes()));
+            at
+        }
+        fn patch(b: &mut [u8], at: usize) {
+            let v = (b.len() - at) as u32;
             b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-        };
-        // Data vector of buffer 1: two f32.
-        let data_vec = b.len();
-        push_u32(&mut b, 8);
-        b.extend_from_slice(&1.5f32.to_le_bytes());
-        b.extend_from_slice(&(-2.0f32).to_le_bytes());
-        // Shape vector [2].
-        let shape_vec = b.len();
-        push_u32(&mut b, 1);
-        push_u32(&mut b, 2);
-        // Name string.
-        let name = b.len();
-        push_u32(&mut b, 1);
-        b.extend_from_slice(b"w\0\0\0");
-        // Vtables: buffer (field 0), tensor (fields 0..3), subgraph (0), model (2, 4).
-        let vt_buffer = b.len();
-        for v in [6u16, 8, 4] {
-            push_u16(&mut b, v);
         }
-        let vt_empty = b.len();
-        for v in [4u16, 4] {
-            push_u16(&mut b, v);
-        }
-        let vt_tensor = b.len();
-        for v in [12u16, 20, 4, 8, 12, 16] {
-            push_u16(&mut b, v);
-        }
-        let vt_sub = b.len();
-        for v in [6u16, 8, 4] {
-            push_u16(&mut b, v);
-        }
-        let vt_model = b.len();
-        for v in [14u16, 12, 0, 0, 4, 0, 8] {
-            push_u16(&mut b, v);
-        }
-        while b.len() % 4 != 0 {
-            b.push(0);
-        }
-        let table = |b: &mut Vec<u8>, vt: usize| {
+        fn table(b: &mut Vec<u8>, vt: usize) -> usize {
             let pos = b.len();
             b.extend_from_slice(&((pos - vt) as i32).to_le_bytes());
             pos
-        };
-        let buf0 = table(&mut b, vt_empty);
-        let buf1 = table(&mut b, vt_buffer);
-        push_u32(&mut b, 0);
-        patch(&mut b, buf1 + 4, data_vec);
-        let tensor = table(&mut b, vt_tensor);
-        for _ in 0..4 {
-            push_u32(&mut b, 0);
         }
-        patch(&mut b, tensor + 4, shape_vec);
-        b[tensor + 8] = 0; // FLOAT32
-        b[tensor + 12..tensor + 16].copy_from_slice(&1u32.to_le_bytes());
-        patch(&mut b, tensor + 16, name);
-        let tensors_vec = b.len();
-        push_u32(&mut b, 1);
-        push_u32(&mut b, 0);
-        patch(&mut b, tensors_vec + 4, tensor);
-        let sub = table(&mut b, vt_sub);
-        push_u32(&mut b, 0);
-        patch(&mut b, sub + 4, tensors_vec);
-        let subs_vec = b.len();
-        push_u32(&mut b, 1);
-        push_u32(&mut b, 0);
-        patch(&mut b, subs_vec + 4, sub);
-        let bufs_vec = b.len();
-        push_u32(&mut b, 2);
-        push_u32(&mut b, 0);
-        push_u32(&mut b, 0);
-        patch(&mut b, bufs_vec + 4, buf0);
-        patch(&mut b, bufs_vec + 8, buf1);
+        let mut b = vec![0u8; 8];
+        b[4..8].copy_from_slice(b"TFL3");
+        let vt_model = u16s(&mut b, &[14, 12, 0, 0, 4, 0, 8]); // fields 2 (subgraphs), 4 (buffers)
+        let vt_one = u16s(&mut b, &[6, 8, 4]); // field 0 only
+        let vt_tensor = u16s(&mut b, &[12, 20, 4, 8, 12, 16]); // shape, type, buffer, name
+        let vt_empty = u16s(&mut b, &[4, 4]);
         let model = table(&mut b, vt_model);
-        push_u32(&mut b, 0);
-        push_u32(&mut b, 0);
-        patch(&mut b, model + 4, subs_vec);
-        patch(&mut b, model + 8, bufs_vec);
         b[0..4].copy_from_slice(&(model as u32).to_le_bytes());
+        let subs_ref = u32_(&mut b, 0);
+        let bufs_ref = u32_(&mut b, 0);
+        patch(&mut b, subs_ref);
+        u32_(&mut b, 1);
+        let sub_elem = u32_(&mut b, 0);
+        patch(&mut b, sub_elem);
+        table(&mut b, vt_one);
+        let tensors_ref = u32_(&mut b, 0);
+        patch(&mut b, tensors_ref);
+        u32_(&mut b, 1);
+        let tensor_elem = u32_(&mut b, 0);
+        patch(&mut b, tensor_elem);
+        table(&mut b, vt_tensor);
+        let shape_ref = u32_(&mut b, 0);
+        u32_(&mut b, 0); // type FLOAT32 (one byte, padded)
+        u32_(&mut b, 1); // buffer index
+        let name_ref = u32_(&mut b, 0);
+        patch(&mut b, shape_ref);
+        u32_(&mut b, 1);
+        u32_(&mut b, 2);
+        patch(&mut b, name_ref);
+        u32_(&mut b, 1);
+        b.extend_from_slice(b"w\0\0\0");
+        patch(&mut b, bufs_ref);
+        u32_(&mut b, 2);
+        let buf0_elem = u32_(&mut b, 0);
+        let buf1_elem = u32_(&mut b, 0);
+        patch(&mut b, buf0_elem);
+        table(&mut b, vt_empty);
+        patch(&mut b, buf1_elem);
+        table(&mut b, vt_one);
+        let data_ref = u32_(&mut b, 0);
+        patch(&mut b, data_ref);
+        u32_(&mut b, 8);
+        b.extend_from_slice(&1.5f32.to_le_bytes());
+        b.extend_from_slice(&(-2.0f32).to_le_bytes());
         b
     }
 
