@@ -63,7 +63,10 @@ fn converted_weights_load_with_the_expected_shapes() {
     // layers' 6 matrices, 2 convolutions, 2 classifier layers.
     let big_f32 = turn.values().filter(|t| t.dtype() == DType::F32 && t.elem_count() > 10_000).count();
     assert!(big_f32 >= 28, "{big_f32} large f32 tensors");
-    assert!(turn.values().all(|t| t.elem_count() <= 10_000 || t.dtype() == DType::F32), "no large integer tensors remain");
+    assert!(
+        turn.values().all(|t| t.elem_count() <= 10_000 || t.dtype() == DType::F32),
+        "no large integer tensors remain"
+    );
 
     let voice = tensors(&store, &manifest, "piper-en_US-joe-medium");
     assert!(

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages tete needs to build, test and run on a
+# machine without a GPU. Idempotent: does nothing when all are present.
+#   mesa-vulkan-drivers, libvulkan1  Mesa's lavapipe: wgpu runs the WGSL shaders on the CPU
+#   pkg-config                       for -sys crates
+set -euo pipefail
+
+packages=(pkg-config mesa-vulkan-drivers libvulkan1)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing system packages: ${missing[*]}"
+  sudo_cmd=()
+  [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

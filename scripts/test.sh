@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Command 2: install what the tests need and run the whole suite.
+#  - system packages (lavapipe for the wgpu tests)
+#  - NVIDIA's NVRTC from PyPI (no GPU needed) so the CUDA kernels really
+#    compile to PTX: TETE_REQUIRE_NVRTC=1 makes its absence a failure
+#  - the default models, fetched and verified into $TETE_HOME (cached: a
+#    second run downloads nothing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+
+scripts/setup-system.sh
+
+nvrtc="$TETE_HOME/nvrtc"
+if ! ls "$nvrtc"/nvidia/cuda_nvrtc/lib/libnvrtc.so.* >/dev/null 2>&1; then
+  echo "installing NVRTC (nvidia-cuda-nvrtc-cu12) into $nvrtc"
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$nvrtc" nvidia-cuda-nvrtc-cu12==12.6.77
+fi
+export LD_LIBRARY_PATH="$nvrtc/nvidia/cuda_nvrtc/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export TETE_REQUIRE_NVRTC=1
+
+cargo build --locked -p tete-server
+target/debug/tete models fetch
+
+# The whole workspace with the `cuda` feature (cudarc, NVRTC loaded at run
+# time), then the engine once more without it, for the no-CUDA build's paths.
+cargo test --locked --workspace --all-targets --features tete-engine/cuda
+cargo test --locked -p tete-engine --lib
