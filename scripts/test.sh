@@ -23,6 +23,7 @@ cargo build --locked -p tete-server
 target/debug/tete models fetch
 
 # The whole workspace with the `cuda` feature (cudarc, NVRTC loaded at run
-# time), then the engine once more without it, for the no-CUDA build's paths.
+# time), then the unit tests once more without it, for the default build's
+# paths (whole workspace, so dependencies keep the same features and are reused).
 cargo test --locked --workspace --all-targets --features tete-engine/cuda
-cargo test --locked -p tete-engine --lib
+cargo test --locked --workspace --lib
