@@ -9,9 +9,9 @@ use crate::KernelError;
 pub fn check_i420_frame(width: u32, height: u32) -> Result<(), KernelError> {
     let reason = if width == 0 || height == 0 {
         Some("width and height must be non-zero")
-    } else if width % 8 != 0 {
+    } else if !width.is_multiple_of(8) {
         Some("width must be a multiple of 8")
-    } else if height % 2 != 0 {
+    } else if !height.is_multiple_of(2) {
         Some("height must be even")
     } else {
         None

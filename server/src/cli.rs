@@ -25,6 +25,9 @@ pub struct Global {
     /// A models.toml to use instead of the one built in.
     #[arg(long, env = "TETE_MODELS_MANIFEST", global = true)]
     pub manifest: Option<PathBuf>,
+    /// sqlite://PATH or postgres://… (default: SQLite in the home folder).
+    #[arg(long, env = "TETE_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -34,6 +37,9 @@ pub enum Command {
     /// Fetch, verify and list models.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Select devices as `serve` would and print what was chosen and why.
     Devices {
         #[arg(long, default_value = "auto", env = "TETE_DEVICE")]
@@ -52,6 +58,43 @@ pub struct ServeArgs {
     /// Base URL that clients use to reach this host (default: http://<bind>).
     #[arg(long, env = "TETE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// An API key accepted besides the stored ones (development, tests, single-tenant hosts).
+    #[arg(long, env = "TETE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Secret for webhook signatures (default: generated once and kept in the home folder).
+    #[arg(long, env = "TETE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// This host's name in a shared database (default: the machine's host name and port).
+    #[arg(long, env = "TETE_HOST_ID")]
+    pub host_id: Option<String>,
+    /// Refuse callback URLs that resolve to private, loopback or link-local addresses.
+    #[arg(long, env = "TETE_FORBID_PRIVATE_CALLBACKS")]
+    pub forbid_private_callbacks: bool,
+    /// Folder for replica uploads and allowed file:// training URLs (default: <home>/uploads).
+    #[arg(long, env = "TETE_UPLOAD_ROOT")]
+    pub upload_root: Option<PathBuf>,
+    /// Largest replica upload, in MiB.
+    #[arg(long, env = "TETE_MAX_UPLOAD_MB", default_value_t = 512)]
+    pub max_upload_mb: usize,
+    /// Delay before the first webhook retry, in milliseconds (doubled after each).
+    #[arg(long, env = "TETE_WEBHOOK_RETRY_BASE_MS", default_value_t = 1000)]
+    pub webhook_retry_base_ms: u64,
+    /// Give up on a webhook this many seconds after its event.
+    #[arg(long, env = "TETE_WEBHOOK_HORIZON_SECS", default_value_t = 86_400)]
+    pub webhook_horizon_secs: u64,
+    /// How long an attempt in flight reserves its delivery; after a crash it is retried once this has passed.
+    #[arg(long, env = "TETE_WEBHOOK_LEASE_SECS", default_value_t = 60)]
+    pub webhook_lease_secs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; it is printed once and stored only as a hash.
+    Create { name: String },
+    /// List keys (ids, names, dates; never the keys).
+    List,
+    /// Revoke a key by id.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,8 +123,46 @@ fn manifest(global: &Global) -> anyhow::Result<Manifest> {
     })
 }
 
+fn home(global: &Global) -> PathBuf {
+    global.home.clone().unwrap_or_else(tete_engine::models::default_home)
+}
+
 fn store(global: &Global) -> Store {
-    Store::new(global.home.clone().unwrap_or_else(tete_engine::models::default_home))
+    Store::new(home(global))
+}
+
+async fn database(global: &Global) -> anyhow::Result<crate::db::Db> {
+    let home = home(global);
+    std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+    let url = global.database_url.clone().unwrap_or_else(|| crate::db::Db::sqlite_url(&home));
+    crate::db::Db::connect(&url).await.with_context(|| format!("opening the database {}", redact(&url)))
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The webhook secret: given, or generated once and kept in the home folder.
+fn webhook_secret(global: &Global, given: Option<String>) -> anyhow::Result<Vec<u8>> {
+    if let Some(s) = given {
+        return Ok(s.into_bytes());
+    }
+    let path = home(global).join("webhook-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().as_bytes().to_vec()),
+        _ => {
+            let secret = crate::ids::random_token(32);
+            std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+            Ok(secret.into_bytes())
+        }
+    }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -133,14 +214,38 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Keys(cmd) => runtime.block_on(keys(&cli.global, cmd)),
         Command::Serve(args) => runtime.block_on(serve(&cli.global, args)),
     }
+}
+
+async fn keys(global: &Global, cmd: KeysCommand) -> anyhow::Result<()> {
+    let db = database(global).await?;
+    match cmd {
+        KeysCommand::Create { name } => {
+            let (row, secret) = db.create_api_key(&name).await?;
+            println!("created key {} ({}); it is shown only now:\n{secret}", row.id, row.name);
+        }
+        KeysCommand::List => {
+            for k in db.list_api_keys().await? {
+                let state = k.revoked_at.map(|t| format!("revoked {t}")).unwrap_or_else(|| "active".into());
+                println!("{}  {:<24} created {}  {state}", k.id, k.name, k.created_at);
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            anyhow::ensure!(db.revoke_api_key(&id).await?, "no active key with id {id}");
+            println!("revoked {id}");
+        }
+    }
+    db.close().await;
+    Ok(())
 }
 
 async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let manifest = manifest(global)?;
     let store = store(global);
-    let devices = tokio::task::spawn_blocking(move || Devices::select(args.device)).await??;
+    let device = args.device;
+    let devices = tokio::task::spawn_blocking(move || Devices::select(device)).await??;
     for line in &devices.report {
         tracing::info!("{line}");
     }
@@ -154,11 +259,63 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     if !not_ready.is_empty() {
         anyhow::bail!("default models are not ready ({}); run `tete models fetch` first", not_ready.join("; "));
     }
+    let db = database(global).await?;
     let listener = tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
-    let public = args.public_url.unwrap_or_else(|| format!("http://{addr}"));
-    let state = crate::http::AppState::new(manifest, store, &devices);
-    println!("tete is serving on {public}  (open {public}/ for status; health at {public}/healthz)");
-    println!("not built yet: the conversation API and meeting page — this host serves status, health and metrics only");
-    crate::http::serve(listener, state).await
+    let public = args.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let host_id = args.host_id.clone().unwrap_or_else(|| {
+        let name = std::fs::read_to_string("/etc/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        format!("{name}:{}", addr.port())
+    });
+    let policy = crate::webhooks::RetryPolicy {
+        base: std::time::Duration::from_millis(args.webhook_retry_base_ms.max(1)),
+        horizon: std::time::Duration::from_secs(args.webhook_horizon_secs),
+        lease: std::time::Duration::from_secs(args.webhook_lease_secs.max(1)),
+        ..Default::default()
+    };
+    let deliverer =
+        crate::webhooks::Deliverer::new(db.clone(), webhook_secret(global, args.webhook_secret.clone())?, policy);
+    let host = crate::conversations::Host::new(db.clone(), deliverer.clone(), host_id);
+    let upload_root = args.upload_root.clone().unwrap_or_else(|| home(global).join("uploads"));
+    std::fs::create_dir_all(&upload_root).with_context(|| format!("creating {}", upload_root.display()))?;
+    let api = crate::api::Api {
+        config: std::sync::Arc::new(crate::api::ApiConfig {
+            api_key: args.api_key.clone().filter(|k| !k.is_empty()),
+            public_url: public.clone(),
+            forbid_private_callbacks: args.forbid_private_callbacks,
+            upload_root,
+            max_upload_bytes: args.max_upload_mb << 20,
+        }),
+        host: host.clone(),
+    };
+    crate::api::replicas::ensure_stock(&api).await?;
+    let resumed = host.resume().await?;
+    if resumed > 0 {
+        tracing::info!("resumed {resumed} active conversation(s)");
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let deliver = {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(deliverer.clone().run(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    };
+    if args.api_key.is_none() && db.list_api_keys().await?.iter().all(|k| k.revoked_at.is_some()) {
+        println!("no API key yet: set TETE_API_KEY or run `tete keys create NAME`");
+    }
+    let state = crate::http::AppState::new(manifest, store, &devices, api);
+    println!(
+        "tete is serving on {public}  (open {public}/ for status; API at {public}/v2, health at {public}/healthz)"
+    );
+    println!("not built yet: the meeting page, WebRTC edge and conversation pipeline — no call can be joined yet");
+    crate::http::serve(listener, state, crate::http::shutdown_signal()).await?;
+    // Graceful shutdown: end this host's calls, give the deliverer a moment to send their webhooks.
+    host.shutdown_all().await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), deliverer.round()).await;
+    let _ = stop_tx.send(true);
+    let _ = deliver.await;
+    db.close().await;
+    Ok(())
 }

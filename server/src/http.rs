@@ -20,6 +20,7 @@ use tete_engine::models::{Manifest, Store};
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
+    api: crate::api::Api,
 }
 
 struct Inner {
@@ -45,7 +46,7 @@ fn prometheus() -> PrometheusHandle {
 }
 
 impl AppState {
-    pub fn new(manifest: Manifest, store: Store, devices: &Devices) -> Self {
+    pub fn new(manifest: Manifest, store: Store, devices: &Devices, api: crate::api::Api) -> Self {
         let models = manifest
             .models
             .iter()
@@ -58,26 +59,36 @@ impl AppState {
         let metrics = prometheus();
         metrics::gauge!("tete_models_ready").set(ready as f64);
         metrics::gauge!("tete_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-        Self { inner: Arc::new(Inner { started: Instant::now(), devices: devices.report.clone(), models, metrics }) }
+        Self {
+            inner: Arc::new(Inner { started: Instant::now(), devices: devices.report.clone(), models, metrics }),
+            api,
+        }
     }
 }
 
 pub fn router(state: AppState) -> Router {
+    let api = crate::api::router(state.api.clone());
     Router::new()
         .route("/", get(status_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .layer(middleware::from_fn(count_requests))
         .with_state(state)
+        .merge(api)
+        .layer(middleware::from_fn(count_requests))
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> anyhow::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -115,7 +126,7 @@ async fn readyz() -> impl IntoResponse {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         axum::Json(
-            json!({ "ready": false, "reason": "the conversation pipeline is not built yet; this host serves status, health and metrics only" }),
+            json!({ "ready": false, "reason": "the conversation pipeline is not built yet; this host serves the API, status, health and metrics only" }),
         ),
     )
 }
@@ -141,9 +152,9 @@ async fn status_page(State(state): State<AppState>) -> Html<String> {
     Html(format!(
         "<!doctype html><html><head><meta charset=utf-8><title>tete</title></head><body>\
          <h1>tete {version}</h1>\
-         <p>This host runs the engine's foundation: devices, verified model packs, health and metrics. \
-         Not built yet: the conversation API (<code>/v2</code>), the meeting page and the WebRTC edge, \
-         so no call can be joined here yet.</p>\
+         <p>This host serves the <code>/v2</code> API (<a href=/v2/openapi.json>OpenAPI</a>): personas, replicas, \
+         conversations and their webhooks. Not built yet: the meeting page, the WebRTC edge and the conversation \
+         pipeline, so no call can be joined here yet.</p>\
          <h2>Devices</h2><ul>{devices}</ul>\
          <h2>Models</h2><table><tr><th>id</th><th>stage</th><th>state</th></tr>{models}</table>\
          <p><a href=/healthz>/healthz</a> · <a href=/readyz>/readyz</a> · <a href=/metrics>/metrics</a></p>\

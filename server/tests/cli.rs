@@ -62,3 +62,21 @@ fn a_broken_manifest_is_reported_not_panicked_on() {
     assert!(!ok);
     assert!(out.contains("models.toml is invalid") && !out.contains("panicked"), "{out}");
 }
+
+#[test]
+fn api_keys_are_created_listed_and_revoked() {
+    let home = tempfile::tempdir().unwrap();
+    let (ok, out) = tete(home.path(), &["keys", "create", "ci"]);
+    assert!(ok, "{out}");
+    let secret = out.lines().last().unwrap().trim().to_string();
+    assert!(secret.starts_with("tete_") && secret.len() > 40, "{out}");
+    let id = out.split_whitespace().nth(2).unwrap().to_string();
+    let (ok, listed) = tete(home.path(), &["keys", "list"]);
+    assert!(ok && listed.contains(&id) && listed.contains("active") && !listed.contains(&secret), "{listed}");
+    let (ok, out) = tete(home.path(), &["keys", "revoke", &id]);
+    assert!(ok, "{out}");
+    let (_, listed) = tete(home.path(), &["keys", "list"]);
+    assert!(listed.contains("revoked"), "{listed}");
+    let (ok, out) = tete(home.path(), &["keys", "revoke", &id]);
+    assert!(!ok && out.contains("no active key"), "{out}");
+}

@@ -7,10 +7,14 @@ use tete_engine::{DeviceRequest, Devices};
 use tete_server::http::{AppState, router};
 use tower::ServiceExt;
 
-fn app() -> axum::Router {
+mod common;
+
+async fn app() -> axum::Router {
     let home = tempfile::tempdir().unwrap();
     let devices = Devices::select(DeviceRequest::Cpu).unwrap();
-    router(AppState::new(Manifest::embedded().unwrap(), Store::new(home.path()), &devices))
+    let db = common::databases().await.remove(0);
+    let api = common::app(&db.url).await.api;
+    router(AppState::new(Manifest::embedded().unwrap(), Store::new(home.path()), &devices, api))
 }
 
 async fn get(app: &axum::Router, path: &str) -> (StatusCode, String) {
@@ -22,7 +26,7 @@ async fn get(app: &axum::Router, path: &str) -> (StatusCode, String) {
 
 #[tokio::test]
 async fn health_readiness_metrics_and_status() {
-    let app = app();
+    let app = app().await;
     let (status, body) = get(&app, "/healthz").await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("\"status\":\"ok\""), "{body}");

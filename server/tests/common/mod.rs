@@ -1,0 +1,204 @@
+//! Shared test set-up: the API in process over every database backend
+//! (SQLite always; PostgreSQL when `TETE_TEST_POSTGRES_URL` names a server
+//! where the tests may create databases), and a webhook receiver.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, to_bytes};
+use axum::http::{Request, StatusCode};
+use sqlx::Executor;
+use tete_server::api::{Api, ApiConfig};
+use tete_server::conversations::Host;
+use tete_server::db::Db;
+use tete_server::webhooks::{Deliverer, RetryPolicy};
+use tower::ServiceExt;
+
+pub const KEY: &str = "test-key";
+pub const SECRET: &[u8] = b"webhook-secret";
+
+/// A database for one test: its URL and whatever keeps it alive.
+pub struct TestDb {
+    pub label: &'static str,
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// SQLite, and PostgreSQL when configured (required when `TETE_REQUIRE_POSTGRES=1`).
+pub async fn databases() -> Vec<TestDb> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = vec![TestDb { label: "sqlite", url: Db::sqlite_url(dir.path()), _dir: Some(dir) }];
+    match std::env::var("TETE_TEST_POSTGRES_URL") {
+        Ok(admin) if !admin.is_empty() => {
+            sqlx::any::install_default_drivers();
+            let name = format!("tete_test_{}", tete_server::ids::random_token(6));
+            let pool = sqlx::AnyPool::connect(&admin).await.expect("connecting to TETE_TEST_POSTGRES_URL");
+            pool.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.unwrap();
+            pool.close().await;
+            let mut url = url::Url::parse(&admin).unwrap();
+            url.set_path(&name);
+            out.push(TestDb { label: "postgres", url: url.to_string(), _dir: None });
+        }
+        _ => assert!(
+            std::env::var("TETE_REQUIRE_POSTGRES").map_or(true, |v| v != "1"),
+            "TETE_REQUIRE_POSTGRES=1 but TETE_TEST_POSTGRES_URL is not set"
+        ),
+    }
+    out
+}
+
+/// Fast retries for tests.
+pub fn policy() -> RetryPolicy {
+    RetryPolicy {
+        base: Duration::from_millis(50),
+        max_delay: Duration::from_millis(400),
+        horizon: Duration::from_secs(3),
+        lease: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(2),
+        recheck: Duration::from_millis(200),
+    }
+}
+
+pub struct TestApp {
+    pub router: axum::Router,
+    pub api: Api,
+    pub upload_root: tempfile::TempDir,
+}
+
+pub async fn app(url: &str) -> TestApp {
+    app_with(url, |_| {}).await
+}
+
+pub async fn app_with(url: &str, tweak: impl FnOnce(&mut ApiConfig)) -> TestApp {
+    let db = Db::connect(url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let deliverer = Deliverer::new(db.clone(), SECRET.to_vec(), policy());
+    let host = Host::new(db, deliverer, "test-host".into());
+    let upload_root = tempfile::tempdir().unwrap();
+    let mut config = ApiConfig {
+        api_key: Some(KEY.into()),
+        public_url: "http://127.0.0.1:9".into(),
+        forbid_private_callbacks: false,
+        upload_root: upload_root.path().to_path_buf(),
+        max_upload_bytes: 1 << 20,
+    };
+    tweak(&mut config);
+    let api = Api { config: Arc::new(config), host };
+    tete_server::api::replicas::ensure_stock(&api).await.unwrap();
+    TestApp { router: tete_server::api::router(api.clone()), api, upload_root }
+}
+
+impl TestApp {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut req = Request::builder().method(method).uri(path).header("x-api-key", KEY);
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(req.body(body).unwrap()).await
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> (StatusCode, serde_json::Value) {
+        let response = self.router.clone().oneshot(req).await.unwrap();
+        let status = response.status();
+        let bytes = to_bytes(response.into_body(), 1 << 24).await.unwrap();
+        let value = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, value)
+    }
+}
+
+/// One webhook as the receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub delivery_id: String,
+    pub signature_ok: bool,
+    pub body: serde_json::Value,
+}
+
+/// A webhook receiver on loopback. It answers `fail_first` requests with
+/// 500, then 200, and keeps everything it was sent.
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    pub got: Arc<Mutex<Vec<Received>>>,
+    pub fail_first: Arc<Mutex<usize>>,
+    /// While set, requests are held open (a receiver that hangs mid-delivery).
+    pub hang: Arc<std::sync::atomic::AtomicBool>,
+    /// Requests that arrived while hanging.
+    pub held: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Receiver {
+    pub async fn start(fail_first: usize) -> Self {
+        Self::start_on("127.0.0.1:0", fail_first).await
+    }
+
+    pub async fn start_on(addr: &str, fail_first: usize) -> Self {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let fail = Arc::new(Mutex::new(fail_first));
+        let hang = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (g, f, h, hd) = (got.clone(), fail.clone(), hang.clone(), held.clone());
+        let handler = move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let (g, f, h, hd) = (g.clone(), f.clone(), h.clone(), hd.clone());
+            async move {
+                if h.load(std::sync::atomic::Ordering::SeqCst) {
+                    hd.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    return StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                {
+                    let mut left = f.lock().unwrap();
+                    if *left > 0 {
+                        *left -= 1;
+                        return StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                }
+                let sig = headers.get("x-tete-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                let id = headers.get("x-tete-delivery-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                g.lock().unwrap().push(Received {
+                    delivery_id: id.to_string(),
+                    signature_ok: tete_server::webhooks::verify(SECRET, &body, sig),
+                    body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                });
+                StatusCode::OK
+            }
+        };
+        let router = axum::Router::new().route("/hook", axum::routing::post(handler));
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Self { url, got, fail_first: fail, hang, held }
+    }
+
+    /// Waits (bounded) until `n` distinct deliveries have arrived.
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let got = self.distinct();
+            if got.len() >= n || tokio::time::Instant::now() >= deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Deliveries de-duplicated by delivery id, in arrival order.
+    pub fn distinct(&self) -> Vec<Received> {
+        let mut seen = std::collections::HashSet::new();
+        self.got.lock().unwrap().iter().filter(|r| seen.insert(r.delivery_id.clone())).cloned().collect()
+    }
+}
