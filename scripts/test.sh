@@ -3,6 +3,9 @@
 #  - system packages (lavapipe for the wgpu tests)
 #  - NVIDIA's NVRTC from PyPI (no GPU needed) so the CUDA kernels really
 #    compile to PTX: TETE_REQUIRE_NVRTC=1 makes its absence a failure
+#  - a local PostgreSQL (Debian's package, loopback only), so the storage
+#    tests run against it as well as SQLite: TETE_REQUIRE_POSTGRES=1 makes
+#    its absence a failure
 #  - the default models, fetched and verified into $TETE_HOME (cached: a
 #    second run downloads nothing)
 set -euo pipefail
@@ -18,6 +21,9 @@ if ! ls "$nvrtc"/nvidia/cuda_nvrtc/lib/libnvrtc.so.* >/dev/null 2>&1; then
 fi
 export LD_LIBRARY_PATH="$nvrtc/nvidia/cuda_nvrtc/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export TETE_REQUIRE_NVRTC=1
+
+TETE_TEST_POSTGRES_URL=$(scripts/postgres.sh)
+export TETE_TEST_POSTGRES_URL TETE_REQUIRE_POSTGRES=1
 
 cargo build --locked -p tete-server
 target/debug/tete models fetch
