@@ -72,7 +72,12 @@ impl Host {
     /// Starts driving a conversation's lifecycle.
     pub fn run(self: &Arc<Self>, row: &ConversationRow) {
         let (tx, rx) = mpsc::channel(64);
-        self.registry().insert(row.id.clone(), tx);
+        let active = {
+            let mut running = self.registry();
+            running.insert(row.id.clone(), tx);
+            running.len()
+        };
+        metrics::gauge!("tete_conversations_active").set(active as f64);
         let lifecycle = Lifecycle::new(timeouts(row), row.created_us.max(0) as u64);
         tokio::spawn(drive(self.clone(), row.id.clone(), lifecycle, rx));
     }
@@ -181,7 +186,12 @@ impl Host {
     }
 
     fn unregister(&self, id: &str) {
-        self.registry().remove(id);
+        let active = {
+            let mut running = self.registry();
+            running.remove(id);
+            running.len()
+        };
+        metrics::gauge!("tete_conversations_active").set(active as f64);
     }
 }
 

@@ -400,3 +400,39 @@ async fn openapi_document_is_public_and_describes_the_api() {
     }
     assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
 }
+
+#[tokio::test]
+async fn participant_signals_drive_the_lifecycle_and_meeting_tokens_are_checked() {
+    use tete_server::conversations::Signal;
+    each_backend(|t, label| async move {
+        let hooks = Receiver::start(0).await;
+        let (_, c) = t
+            .call(
+                "POST",
+                "/v2/conversations",
+                Some(json!({"replica_id": "rstockastronaut", "callback_url": hooks.url, "require_auth": true})),
+            )
+            .await;
+        let id = c["conversation_id"].as_str().unwrap().to_string();
+        let token = c["meeting_token"].as_str().unwrap().to_string();
+        let db = t.api.db();
+        assert!(db.meeting_token_ok(&id, Some(&token)).await.unwrap());
+        assert!(!db.meeting_token_ok(&id, Some("wrong")).await.unwrap());
+        assert!(!db.meeting_token_ok(&id, None).await.unwrap());
+        let (_, open) = t.call("POST", "/v2/conversations", Some(json!({"replica_id": "rstockastronaut"}))).await;
+        assert!(db.meeting_token_ok(open["conversation_id"].as_str().unwrap(), None).await.unwrap());
+
+        // Joining emits replica_joined; leaving with the default 0 s timeout ends the call.
+        assert!(t.api.host.signal(&id, Signal::ParticipantJoined).await);
+        assert!(t.api.host.signal(&id, Signal::ParticipantLeft).await);
+        let worker = tokio::spawn(t.api.host.deliverer().clone().run(std::future::pending()));
+        let got = hooks.wait_for(3, Duration::from_secs(10)).await;
+        worker.abort();
+        let types: Vec<&str> = got.iter().map(|r| r.body["event_type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["system.replica_joined", "system.shutdown", "application.transcription_ready"], "{label}");
+        assert_eq!(got[0].body["properties"]["replica_id"], "rstockastronaut");
+        assert_eq!(got[1].body["properties"]["shutdown_reason"], "participant_left_timeout");
+        assert!(!t.api.host.signal(&id, Signal::ParticipantActive).await, "an ended call is no longer running");
+    })
+    .await;
+}

@@ -78,6 +78,12 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
+    /// A server-side failure: logged in full, reported without internals.
+    pub fn internal(what: &str, detail: impl std::fmt::Display) -> Self {
+        tracing::error!("{what}: {detail}");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{what} failed; the request was not applied"))
+    }
+
     pub fn not_found(what: &str, id: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("no {what} with id {id:?}"))
     }

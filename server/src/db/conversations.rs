@@ -162,6 +162,20 @@ impl Db {
         Ok(true)
     }
 
+    /// Whether `token` opens conversation `id`: true when the conversation
+    /// requires no auth, or the token matches its meeting token.
+    pub async fn meeting_token_ok(&self, id: &str, token: Option<&str>) -> Result<bool, DbError> {
+        let Some(row) = self.conversation(id).await? else { return Ok(false) };
+        Ok(match (row.meeting_token_hash.as_deref(), token) {
+            (None, _) => true,
+            (Some(hash), Some(token)) => {
+                let given = super::keys::hash_key(token);
+                given.len() == hash.len() && given.bytes().zip(hash.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+            }
+            (Some(_), None) => false,
+        })
+    }
+
     pub async fn delete_conversation(&self, id: &str) -> Result<bool, DbError> {
         let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM utterances WHERE conversation_id = $1").bind(id).execute(&mut *tx).await?;

@@ -144,12 +144,15 @@ impl Deliverer {
         };
         match error {
             None => {
+                metrics::counter!("tete_webhook_attempts_total", "outcome" => "delivered").increment(1);
                 tracing::debug!(id = %row.id, event = %row.event_type, "webhook delivered");
                 self.db.delivery_succeeded(&row.id).await
             }
             Some(error) => {
                 let next = now_us() + self.policy.delay(attempts).as_micros() as i64;
                 let give_up = next > row.created_us + self.policy.horizon.as_micros() as i64;
+                let outcome = if give_up { "failed" } else { "retry" };
+                metrics::counter!("tete_webhook_attempts_total", "outcome" => outcome).increment(1);
                 tracing::info!(id = %row.id, event = %row.event_type, attempts, give_up, "webhook attempt failed: {error}");
                 self.db
                     .delivery_failed(&row.id, &format!("attempt {attempts}: {error}"), (!give_up).then_some(next))
