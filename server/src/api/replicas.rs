@@ -148,13 +148,12 @@ async fn upload(api: &Api, mut form: Multipart) -> Result<axum::Json<Value>, Api
                         format!("file must be image/* or video/*, got {content_type:?}"),
                     ));
                 };
-                tokio::fs::create_dir_all(&dir).await.map_err(|e| {
-                    ApiError::from(crate::db::DbError::Corrupt { what: "upload folder".into(), detail: e.to_string() })
-                })?;
+                tokio::fs::create_dir_all(&dir)
+                    .await
+                    .map_err(|e| ApiError::internal("creating the upload folder", e))?;
                 let path = dir.join("source");
-                let mut file = tokio::fs::File::create(&path).await.map_err(|e| {
-                    ApiError::from(crate::db::DbError::Corrupt { what: "upload".into(), detail: e.to_string() })
-                })?;
+                let mut file =
+                    tokio::fs::File::create(&path).await.map_err(|e| ApiError::internal("storing the upload", e))?;
                 let mut total = 0usize;
                 while let Some(chunk) = field.chunk().await.map_err(bad)? {
                     total += chunk.len();
@@ -167,9 +166,7 @@ async fn upload(api: &Api, mut form: Multipart) -> Result<axum::Json<Value>, Api
                             format!("the upload exceeds {} bytes", api.config.max_upload_bytes),
                         ));
                     }
-                    file.write_all(&chunk).await.map_err(|e| {
-                        ApiError::from(crate::db::DbError::Corrupt { what: "upload".into(), detail: e.to_string() })
-                    })?;
+                    file.write_all(&chunk).await.map_err(|e| ApiError::internal("storing the upload", e))?;
                 }
                 file.sync_all().await.ok();
                 saved = Some((kind.to_string(), path));

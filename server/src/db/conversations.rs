@@ -40,6 +40,16 @@ pub struct EventRow {
     pub created_at: String,
 }
 
+/// `SELECT <every column> FROM conversations <tail>`, as one static string.
+macro_rules! select_conversations {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, document, status, replica_id, persona_id, callback_url, meeting_token_hash, created_at, created_us, ended_at, shutdown_reason, host FROM conversations ",
+            $tail
+        )
+    };
+}
+
 fn row(r: &sqlx::any::AnyRow) -> Result<ConversationRow, DbError> {
     let id: String = r.try_get("id")?;
     let text: String = r.try_get("document")?;
@@ -96,25 +106,16 @@ impl Db {
     }
 
     pub async fn conversation(&self, id: &str) -> Result<Option<ConversationRow>, DbError> {
-        let r = sqlx::query(
-            "SELECT id, document, status, replica_id, persona_id, callback_url, meeting_token_hash, created_at, created_us, ended_at, shutdown_reason, host \
-             FROM conversations WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.pool())
-        .await?;
+        let r = sqlx::query(select_conversations!("WHERE id = $1")).bind(id).fetch_optional(self.pool()).await?;
         r.as_ref().map(row).transpose()
     }
 
     pub async fn list_conversations(&self, limit: i64, offset: i64) -> Result<(Vec<ConversationRow>, i64), DbError> {
-        let rows = sqlx::query(
-            "SELECT id, document, status, replica_id, persona_id, callback_url, meeting_token_hash, created_at, created_us, ended_at, shutdown_reason, host \
-             FROM conversations ORDER BY created_us DESC, id LIMIT $1 OFFSET $2",
-        )
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(self.pool())
-        .await?;
+        let rows = sqlx::query(select_conversations!("ORDER BY created_us DESC, id LIMIT $1 OFFSET $2"))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(self.pool())
+            .await?;
         let total: i64 =
             sqlx::query("SELECT COUNT(*) AS n FROM conversations").fetch_one(self.pool()).await?.try_get("n")?;
         Ok((rows.iter().map(row).collect::<Result<_, _>>()?, total))
@@ -122,13 +123,10 @@ impl Db {
 
     /// Active conversations run by `host`, oldest first (resumed at start-up).
     pub async fn active_conversations(&self, host: &str) -> Result<Vec<ConversationRow>, DbError> {
-        let rows = sqlx::query(
-            "SELECT id, document, status, replica_id, persona_id, callback_url, meeting_token_hash, created_at, created_us, ended_at, shutdown_reason, host \
-             FROM conversations WHERE status = 'active' AND host = $1 ORDER BY created_us",
-        )
-        .bind(host)
-        .fetch_all(self.pool())
-        .await?;
+        let rows = sqlx::query(select_conversations!("WHERE status = 'active' AND host = $1 ORDER BY created_us"))
+            .bind(host)
+            .fetch_all(self.pool())
+            .await?;
         rows.iter().map(row).collect()
     }
 

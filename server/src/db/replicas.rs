@@ -20,6 +20,16 @@ pub struct ReplicaRow {
     pub updated_at: String,
 }
 
+/// `SELECT <every column> FROM replicas <tail>`, as one static string.
+macro_rules! select_replicas {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, replica_name, status, training_progress, error_message, source_kind, source, voice_name, callback_url, stock, created_at, updated_at FROM replicas ",
+            $tail
+        )
+    };
+}
+
 fn row(r: &sqlx::any::AnyRow) -> Result<ReplicaRow, DbError> {
     Ok(ReplicaRow {
         id: r.try_get("id")?,
@@ -77,25 +87,16 @@ impl Db {
     }
 
     pub async fn replica(&self, id: &str) -> Result<Option<ReplicaRow>, DbError> {
-        let r = sqlx::query(
-            "SELECT id, replica_name, status, training_progress, error_message, source_kind, source, voice_name, callback_url, stock, created_at, updated_at \
-             FROM replicas WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.pool())
-        .await?;
+        let r = sqlx::query(select_replicas!("WHERE id = $1")).bind(id).fetch_optional(self.pool()).await?;
         r.as_ref().map(row).transpose()
     }
 
     pub async fn list_replicas(&self, limit: i64, offset: i64) -> Result<(Vec<ReplicaRow>, i64), DbError> {
-        let rows = sqlx::query(
-            "SELECT id, replica_name, status, training_progress, error_message, source_kind, source, voice_name, callback_url, stock, created_at, updated_at \
-             FROM replicas ORDER BY created_at DESC, id LIMIT $1 OFFSET $2",
-        )
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(self.pool())
-        .await?;
+        let rows = sqlx::query(select_replicas!("ORDER BY created_at DESC, id LIMIT $1 OFFSET $2"))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(self.pool())
+            .await?;
         let total: i64 =
             sqlx::query("SELECT COUNT(*) AS n FROM replicas").fetch_one(self.pool()).await?.try_get("n")?;
         Ok((rows.iter().map(row).collect::<Result<_, _>>()?, total))
