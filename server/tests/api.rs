@@ -332,8 +332,11 @@ async fn timers_end_calls_and_undeliverable_webhooks_are_marked_failed() {
         };
         worker.abort();
         assert_eq!(failed["total_count"], 2, "{label}: {failed}");
-        assert!(failed["data"][0]["attempts"].as_i64().unwrap() >= 2, "{failed}");
-        assert!(failed["data"][0]["last_error"].as_str().unwrap().contains("request failed"));
+        // The shutdown event was retried until the horizon; the transcript,
+        // queued behind it (in-order per conversation), may get fewer tries.
+        let shutdown = failed["data"].as_array().unwrap().iter().find(|d| d["event_type"] == "system.shutdown").unwrap();
+        assert!(shutdown["attempts"].as_i64().unwrap() >= 2, "{failed}");
+        assert!(shutdown["last_error"].as_str().unwrap().contains("request failed"));
         let (_, c) = t.call("GET", &format!("/v2/conversations/{absent_id}"), None).await;
         assert_eq!(c["shutdown_reason"], "participant_absent_timeout");
     })
