@@ -3,9 +3,10 @@
 # machine without a GPU. Idempotent: does nothing when all are present.
 #   mesa-vulkan-drivers, libvulkan1  Mesa's lavapipe: wgpu runs the WGSL shaders on the CPU
 #   pkg-config                       for -sys crates
+#   pocketsphinx-testdata            real read speech (LibriVox clips) for the audio tests
 set -euo pipefail
 
-packages=(pkg-config mesa-vulkan-drivers libvulkan1)
+packages=(pkg-config mesa-vulkan-drivers libvulkan1 pocketsphinx-testdata)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

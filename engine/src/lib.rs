@@ -4,5 +4,6 @@
 pub mod device;
 pub mod gpu;
 pub mod models;
+pub mod vad;
 
 pub use device::{DeviceError, DeviceRequest, Devices, Primary};
