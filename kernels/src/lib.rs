@@ -8,9 +8,27 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod mel;
 
 /// CUDA C sources of the project's kernels, by name.
-pub const CUDA_SOURCES: &[(&str, &str)] = &[("rgba_to_i420", include_str!("../cuda/rgba_to_i420.cu"))];
+pub const CUDA_SOURCES: &[(&str, &str)] =
+    &[("rgba_to_i420", include_str!("../cuda/rgba_to_i420.cu")), ("log_mel", include_str!("../cuda/log_mel.cu"))];
+
+/// Entry points of each CUDA source, checked in the compiled PTX.
+pub const CUDA_ENTRY_POINTS: &[(&str, &[&str])] =
+    &[("rgba_to_i420", &["rgba_to_i420"]), ("log_mel", &["log_mel_frames", "log_mel_max", "log_mel_finish"])];
+
+/// The tables the GPU log-mel kernels read: cos and sin of 2πi/400, the
+/// Hann window, and the mel filters, as f32.
+pub fn log_mel_tables() -> Vec<f32> {
+    let mut t = Vec::with_capacity(3 * mel::N_FFT + mel::N_MELS * mel::N_BINS);
+    let angle = |i: usize| 2.0 * std::f64::consts::PI * i as f64 / mel::N_FFT as f64;
+    t.extend((0..mel::N_FFT).map(|i| angle(i).cos() as f32));
+    t.extend((0..mel::N_FFT).map(|i| angle(i).sin() as f32));
+    t.extend(mel::hann().iter().map(|&w| w as f32));
+    t.extend(mel::mel_filters().iter().map(|&w| w as f32));
+    t
+}
 
 /// Errors from kernel argument checks and the CUDA layer.
 #[derive(Debug, thiserror::Error)]

@@ -130,17 +130,6 @@ impl RgbaToI420 {
         }
         encoder.copy_buffer_to_buffer(&output, 0, &readback, 0, out_bytes);
         gpu.queue.submit([encoder.finish()]);
-        let slice = readback.slice(..);
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        gpu.wait_idle()?;
-        rx.recv()
-            .map_err(|_| DeviceError::Wgpu("readback callback was dropped".into()))?
-            .map_err(|e| DeviceError::Wgpu(format!("readback failed: {e}")))?;
-        let bytes = slice.get_mapped_range().map_err(|e| DeviceError::Wgpu(format!("readback mapping: {e}")))?.to_vec();
-        readback.unmap();
-        Ok(bytes)
+        super::read_back(gpu, &readback)
     }
 }

@@ -2,8 +2,10 @@
 //! compute pipelines that run the WGSL shaders in `shaders/`.
 
 mod color;
+mod mel;
 
 pub use color::RgbaToI420;
+pub use mel::LogMel;
 
 use crate::device::DeviceError;
 
@@ -75,6 +77,26 @@ impl Gpu {
     pub fn wait_idle(&self) -> Result<(), DeviceError> {
         self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| DeviceError::Wgpu(e.to_string()))
     }
+}
+
+/// Maps a finished readback buffer (after the work that fills it was
+/// submitted), waits for the device, and copies the contents out.
+pub(crate) fn read_back<T: bytemuck::Pod>(gpu: &Gpu, buffer: &wgpu::Buffer) -> Result<Vec<T>, DeviceError> {
+    let slice = buffer.slice(..);
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    gpu.wait_idle()?;
+    rx.recv()
+        .map_err(|_| DeviceError::Wgpu("readback callback was dropped".into()))?
+        .map_err(|e| DeviceError::Wgpu(format!("readback failed: {e}")))?;
+    let data = bytemuck::cast_slice(
+        &slice.get_mapped_range().map_err(|e| DeviceError::Wgpu(format!("readback mapping: {e}")))?,
+    )
+    .to_vec();
+    buffer.unmap();
+    Ok(data)
 }
 
 fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
