@@ -61,7 +61,7 @@ pub struct ServeArgs {
     /// An API key accepted besides the stored ones (development, tests, single-tenant hosts).
     #[arg(long, env = "TETE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Secret for webhook signatures (default: generated once and kept in the home folder).
+    /// Secret for webhook signatures (default: generated once and kept in the database, shared by its hosts).
     #[arg(long, env = "TETE_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
     /// This host's name in a shared database (default: the machine's host name and port).
@@ -82,7 +82,10 @@ pub struct ServeArgs {
     /// Give up on a webhook this many seconds after its event.
     #[arg(long, env = "TETE_WEBHOOK_HORIZON_SECS", default_value_t = 86_400)]
     pub webhook_horizon_secs: u64,
-    /// How long an attempt in flight reserves its delivery; after a crash it is retried once this has passed.
+    /// Timeout of one webhook request, in seconds.
+    #[arg(long, env = "TETE_WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
+    pub webhook_timeout_secs: u64,
+    /// How long an attempt in flight reserves its delivery (at least twice the request timeout); after a crash it is retried once this has passed.
     #[arg(long, env = "TETE_WEBHOOK_LEASE_SECS", default_value_t = 60)]
     pub webhook_lease_secs: u64,
 }
@@ -146,22 +149,6 @@ fn redact(url: &str) -> String {
             u.to_string()
         }
         _ => url.to_string(),
-    }
-}
-
-/// The webhook secret: given, or generated once and kept in the home folder.
-fn webhook_secret(global: &Global, given: Option<String>) -> anyhow::Result<Vec<u8>> {
-    if let Some(s) = given {
-        return Ok(s.into_bytes());
-    }
-    let path = home(global).join("webhook-secret");
-    match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => Ok(s.trim().as_bytes().to_vec()),
-        _ => {
-            let secret = crate::ids::random_token(32);
-            std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
-            Ok(secret.into_bytes())
-        }
     }
 }
 
@@ -273,10 +260,15 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         base: std::time::Duration::from_millis(args.webhook_retry_base_ms.max(1)),
         horizon: std::time::Duration::from_secs(args.webhook_horizon_secs),
         lease: std::time::Duration::from_secs(args.webhook_lease_secs.max(1)),
+        request_timeout: std::time::Duration::from_secs(args.webhook_timeout_secs.clamp(1, 300)),
         ..Default::default()
     };
-    let deliverer =
-        crate::webhooks::Deliverer::new(db.clone(), webhook_secret(global, args.webhook_secret.clone())?, policy);
+    let secret = match args.webhook_secret.clone() {
+        Some(s) => s.into_bytes(),
+        None => db.webhook_secret().await?.into_bytes(),
+    };
+    let deliverer = crate::webhooks::Deliverer::new(db.clone(), secret, policy, args.forbid_private_callbacks)
+        .context("building the webhook client")?;
     let host = crate::conversations::Host::new(db.clone(), deliverer.clone(), host_id);
     let upload_root = args.upload_root.clone().unwrap_or_else(|| home(global).join("uploads"));
     std::fs::create_dir_all(&upload_root).with_context(|| format!("creating {}", upload_root.display()))?;
@@ -315,7 +307,7 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     host.shutdown_all().await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), deliverer.round()).await;
     let _ = stop_tx.send(true);
-    let _ = deliver.await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), deliver).await;
     db.close().await;
     Ok(())
 }

@@ -69,7 +69,8 @@ impl Host {
         self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Starts driving a conversation's lifecycle.
+    /// Starts driving a conversation's lifecycle. Absence counts from now:
+    /// a conversation resumed after a restart gets its full absence timeout.
     pub fn run(self: &Arc<Self>, row: &ConversationRow) {
         let (tx, rx) = mpsc::channel(64);
         let active = {
@@ -78,7 +79,8 @@ impl Host {
             running.len()
         };
         metrics::gauge!("tete_conversations_active").set(active as f64);
-        let lifecycle = Lifecycle::new(timeouts(row), row.created_us.max(0) as u64);
+        let mut lifecycle = Lifecycle::new(timeouts(row), row.created_us.max(0) as u64);
+        lifecycle.participant_active(now_us().max(0) as u64);
         tokio::spawn(drive(self.clone(), row.id.clone(), lifecycle, rx));
     }
 
@@ -195,13 +197,27 @@ impl Host {
     }
 }
 
+/// Ends a conversation, trying again with backoff while storage fails, so
+/// a call never stays active with nothing driving it.
+async fn finish_until_done(host: &Host, id: &str, reason: ShutdownReason) -> bool {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match host.finish(id, reason).await {
+            Ok(ended) => return ended,
+            Err(e) => {
+                tracing::error!(conversation = %id, "ending the conversation (retrying in {delay:?}): {e}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
 async fn drive(host: Arc<Host>, id: String, mut lifecycle: Lifecycle, mut rx: mpsc::Receiver<Signal>) {
     loop {
         let now = now_us().max(0) as u64;
         if let Some(reason) = lifecycle.poll(now) {
-            if let Err(e) = host.finish(&id, reason).await {
-                tracing::error!(conversation = %id, "ending the conversation: {e}");
-            }
+            finish_until_done(&host, &id, reason).await;
             break;
         }
         let wait = lifecycle
@@ -214,20 +230,22 @@ async fn drive(host: Arc<Host>, id: String, mut lifecycle: Lifecycle, mut rx: mp
                 match signal {
                     Some(Signal::ParticipantJoined) => {
                         lifecycle.participant_joined(now);
-                        if let Ok(Some(row)) = host.db.conversation(&id).await
-                            && let Err(e) = host.emit(&row, "system.replica_joined", json!({"replica_id": row.replica_id})).await
-                        {
-                            tracing::warn!(conversation = %id, "recording replica_joined: {e}");
+                        match host.db.conversation(&id).await {
+                            Ok(Some(row)) if row.status == "active" => {
+                                if let Err(e) = host.emit(&row, "system.replica_joined", json!({"replica_id": row.replica_id})).await {
+                                    tracing::warn!(conversation = %id, "recording replica_joined: {e}");
+                                }
+                            }
+                            // Ended elsewhere (another host, the end endpoint): stop driving it.
+                            Ok(_) => break,
+                            Err(e) => tracing::warn!(conversation = %id, "reading the conversation: {e}"),
                         }
                     }
                     Some(Signal::ParticipantLeft) => lifecycle.participant_left(now),
                     Some(Signal::ParticipantActive) => lifecycle.participant_active(now),
                     Some(Signal::End(reason, ack)) => {
                         let reason = lifecycle.end(reason);
-                        let ended = host.finish(&id, reason).await.unwrap_or_else(|e| {
-                            tracing::error!(conversation = %id, "ending the conversation: {e}");
-                            false
-                        });
+                        let ended = finish_until_done(&host, &id, reason).await;
                         let _ = ack.send(ended);
                         break;
                     }

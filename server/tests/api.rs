@@ -96,7 +96,9 @@ async fn personas_create_read_patch_delete_and_hide_secrets() {
             (json!([{"op": "replace", "path": "/nope/x", "value": 1}]), "does not apply"),
             (json!([{"op": "add", "path": "/unknown_field", "value": 1}]), "invalid"),
             (json!([{"op": "replace", "path": "/layers/tts/voice_settings/speed", "value": 9.0}]), "outside 0.5"),
-            (json!([{"op": "test", "path": "/layers/llm/api_key", "value": "sk-secret"}]), "secrets"),
+            (json!([{"op": "test", "path": "/layers/llm/api_key", "value": "sk-secret"}]), "does not apply"),
+            (json!([{"op": "copy", "from": "/layers/llm/api_key", "path": "/persona_name"}]), "does not apply"),
+            (json!([{"op": "test", "path": "/layers/llm", "value": {"model": "gpt-x", "base_url": "http://127.0.0.1:1/v1", "api_key": "sk-secret"}}]), "does not apply"),
             (json!({"op": "replace"}), "JSON Patch"),
         ] {
             let (s, b) = t.call("PATCH", &format!("/v2/personas/{id}"), Some(ops.clone())).await;
@@ -105,6 +107,15 @@ async fn personas_create_read_patch_delete_and_hide_secrets() {
         }
         let after = t.api.db().persona(&id).await.unwrap().unwrap();
         assert_eq!(after.document, stored.document);
+        // Copying the parent carries no secret along.
+        let (s, b) = t.call("PATCH", &format!("/v2/personas/{id}"), Some(json!([{"op": "copy", "from": "/layers/llm", "path": "/layers/tts/voice_settings/emotion"}]))).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+        assert!(!b.to_string().contains("sk-secret"), "{b}");
+        // Pointing the LLM at another server drops the key given for the old one.
+        let (s, b) = t.call("PATCH", &format!("/v2/personas/{id}"), Some(json!([{"op": "replace", "path": "/layers/llm/base_url", "value": "http://127.0.0.1:2/v1"}]))).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let moved = t.api.db().persona(&id).await.unwrap().unwrap();
+        assert!(moved.document["layers"]["llm"].get("api_key").is_none(), "{}", moved.document);
 
         let (s, listed) = t.call("GET", "/v2/personas?limit=5&page=1", None).await;
         assert_eq!(s, StatusCode::OK);

@@ -31,7 +31,14 @@ fn start(db_url: &str, uploads: &std::path::Path) -> Server {
         .args(["serve", "--device", "cpu", "--bind", "127.0.0.1:0", "--database-url", db_url])
         .arg("--upload-root")
         .arg(uploads)
-        .args(["--webhook-secret", std::str::from_utf8(common::SECRET).unwrap(), "--webhook-lease-secs", "1"])
+        .args([
+            "--webhook-secret",
+            std::str::from_utf8(common::SECRET).unwrap(),
+            "--webhook-lease-secs",
+            "1",
+            "--webhook-timeout-secs",
+            "1",
+        ])
         .args(["--webhook-retry-base-ms", "100"])
         .env("TETE_API_KEY", KEY)
         .env_remove("TETE_DATABASE_URL")

@@ -134,8 +134,61 @@ pub struct Persona {
     pub layers: Option<Layers>,
 }
 
-/// Paths of secrets: used, never shown, and not probeable with a `test` op.
-const SECRET_PATHS: [&str; 2] = ["/layers/llm/api_key", "/layers/tts/api_key"];
+/// Paths of secrets: stored and used, never shown. Extra LLM headers count
+/// as secrets since they usually carry credentials.
+const SECRET_PATHS: [&str; 3] = ["/layers/llm/api_key", "/layers/tts/api_key", "/layers/llm/headers"];
+
+/// Removes the secrets from a document; returns them by path.
+fn strip_secrets(doc: &mut Value) -> Vec<(&'static str, Value)> {
+    let mut out = Vec::new();
+    for path in SECRET_PATHS {
+        let (parent, key) = path.rsplit_once('/').unwrap_or(("", path));
+        if let Some(v) = doc.pointer_mut(parent).and_then(Value::as_object_mut).and_then(|o| o.remove(key)) {
+            out.push((path, v));
+        }
+    }
+    out
+}
+
+/// Whether a patch operation writes or removes `secret` (or something around it).
+fn patch_sets(ops: &json_patch::Patch, secret: &str) -> bool {
+    ops.0.iter().any(|op| {
+        let path = match op {
+            json_patch::PatchOperation::Add(o) => o.path.as_str(),
+            json_patch::PatchOperation::Replace(o) => o.path.as_str(),
+            json_patch::PatchOperation::Remove(o) => o.path.as_str(),
+            json_patch::PatchOperation::Move(o) => o.path.as_str(),
+            json_patch::PatchOperation::Copy(o) => o.path.as_str(),
+            json_patch::PatchOperation::Test(_) => return false,
+        };
+        path == secret
+            || path.starts_with(&format!("{secret}/"))
+            || secret.starts_with(&format!("{path}/"))
+            || path.is_empty()
+    })
+}
+
+/// Applies a patch to a stored persona without letting it see the secrets:
+/// they are taken out first (so no `copy`, `move` or `test` can reach
+/// them) and put back afterwards unless the patch set or removed them. A
+/// changed LLM `base_url` drops the stored LLM key unless the patch sets a
+/// new one, so a key is never sent to a server it was not given for.
+fn apply_patch(stored: &Value, ops: &json_patch::Patch) -> Result<Value, ApiError> {
+    let mut doc = stored.clone();
+    let secrets = strip_secrets(&mut doc);
+    json_patch::patch(&mut doc, ops).map_err(|e| ApiError::bad_request(format!("the patch does not apply: {e}")))?;
+    let base_url_changed = stored.pointer("/layers/llm/base_url") != doc.pointer("/layers/llm/base_url");
+    for (path, value) in secrets {
+        if patch_sets(ops, path) || (path == "/layers/llm/api_key" && base_url_changed) {
+            continue;
+        }
+        let (parent, key) = path.rsplit_once('/').unwrap_or(("", path));
+        if let Some(obj) = doc.pointer_mut(parent).and_then(Value::as_object_mut) {
+            obj.insert(key.to_string(), value);
+        }
+    }
+    Ok(doc)
+}
 
 fn http_url(what: &str, url: &str) -> Result<(), ApiError> {
     match url::Url::parse(url) {
@@ -198,12 +251,7 @@ async fn validate(api: &Api, p: &Persona) -> Result<(), ApiError> {
 /// The persona as the API shows it: secrets removed, ids and times added.
 fn view(row: &PersonaRow) -> Value {
     let mut doc = row.document.clone();
-    for path in SECRET_PATHS {
-        let (parent, key) = path.rsplit_once('/').unwrap_or(("", path));
-        if let Some(obj) = doc.pointer_mut(parent).and_then(Value::as_object_mut) {
-            obj.remove(key);
-        }
-    }
+    strip_secrets(&mut doc);
     if let Some(obj) = doc.as_object_mut() {
         obj.insert("persona_id".into(), Value::String(row.id.clone()));
         obj.insert("created_at".into(), Value::String(row.created_at.clone()));
@@ -260,18 +308,9 @@ pub async fn patch(
     let ops: json_patch::Patch = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!("the body must be a JSON Patch (RFC 6902) array of operations: {e}"))
     })?;
-    for op in &ops.0 {
-        if let json_patch::PatchOperation::Test(t) = op
-            && SECRET_PATHS.iter().any(|s| t.path.as_str().starts_with(s))
-        {
-            return Err(ApiError::bad_request("test operations on secrets are not allowed"));
-        }
-    }
     for _ in 0..3 {
         let row = api.db().persona(&id).await?.ok_or_else(|| ApiError::not_found("persona", &id))?;
-        let mut doc = row.document.clone();
-        json_patch::patch(&mut doc, &ops)
-            .map_err(|e| ApiError::bad_request(format!("the patch does not apply: {e}")))?;
+        let doc = apply_patch(&row.document, &ops)?;
         let persona: Persona = serde_json::from_value(doc)
             .map_err(|e| ApiError::bad_request(format!("the patched persona is invalid: {e}")))?;
         validate(&api, &persona).await?;

@@ -122,14 +122,23 @@ async fn insert(api: &Api, req: &CreateReplica, kind: &str, source: &str) -> Res
     Ok(axum::Json(json!({"replica_id": row.id, "status": row.status})))
 }
 
-/// Streams a multipart upload's `file` field to disk, refusing it past the cap.
-async fn upload(api: &Api, mut form: Multipart) -> Result<axum::Json<Value>, ApiError> {
+/// Takes a multipart upload; whatever fails, nothing of it stays on disk.
+async fn upload(api: &Api, form: Multipart) -> Result<axum::Json<Value>, ApiError> {
+    let dir = api.config.upload_root.join("replicas").join(crate::ids::random_token(8));
+    let result = upload_into(api, form, &dir).await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+    }
+    result
+}
+
+/// Streams a multipart upload's `file` field into `dir`, refusing it past the cap.
+async fn upload_into(api: &Api, mut form: Multipart, dir: &std::path::Path) -> Result<axum::Json<Value>, ApiError> {
     let bad = |e: axum::extract::multipart::MultipartError| ApiError::new(e.status(), "bad_request", e.body_text());
     let mut name = None;
     let mut voice = None;
     let mut callback = None;
     let mut saved: Option<(String, std::path::PathBuf)> = None;
-    let dir = api.config.upload_root.join("replicas").join(crate::ids::random_token(8));
     while let Some(mut field) = form.next_field().await.map_err(bad)? {
         match field.name().unwrap_or_default() {
             "replica_name" => name = Some(field.text().await.map_err(bad)?),
@@ -148,7 +157,7 @@ async fn upload(api: &Api, mut form: Multipart) -> Result<axum::Json<Value>, Api
                         format!("file must be image/* or video/*, got {content_type:?}"),
                     ));
                 };
-                tokio::fs::create_dir_all(&dir)
+                tokio::fs::create_dir_all(dir)
                     .await
                     .map_err(|e| ApiError::internal("creating the upload folder", e))?;
                 let path = dir.join("source");
@@ -158,8 +167,6 @@ async fn upload(api: &Api, mut form: Multipart) -> Result<axum::Json<Value>, Api
                 while let Some(chunk) = field.chunk().await.map_err(bad)? {
                     total += chunk.len();
                     if total > api.config.max_upload_bytes {
-                        drop(file);
-                        let _ = tokio::fs::remove_dir_all(&dir).await;
                         return Err(ApiError::new(
                             StatusCode::PAYLOAD_TOO_LARGE,
                             "payload_too_large",
@@ -184,11 +191,7 @@ async fn upload(api: &Api, mut form: Multipart) -> Result<axum::Json<Value>, Api
         voice_name: voice,
         callback_url: callback,
     };
-    let result = insert(api, &req, &kind, &format!("file://{}", path.display())).await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_dir_all(&dir).await;
-    }
-    result
+    insert(api, &req, &kind, &format!("file://{}", path.display())).await
 }
 
 #[utoipa::path(post, path = "/v2/replicas", request_body = CreateReplica, tag = "replicas",
@@ -204,13 +207,38 @@ pub async fn create(State(api): State<Api>, request: Request) -> Result<axum::Js
         let form = Multipart::from_request(request, &()).await.map_err(|e| ApiError::bad_request(e.body_text()))?;
         return upload(&api, form).await;
     }
-    use axum::extract::FromRequest;
-    let ApiJson(req) = ApiJson::<CreateReplica>::from_request(request, &()).await?;
+    // JSON bodies are small; only uploads get the large limit.
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send application/json, or multipart/form-data with a file",
+        ));
+    }
+    let body = axum::body::to_bytes(request.into_body(), super::MAX_JSON_BYTES).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("JSON bodies are limited to {} bytes", super::MAX_JSON_BYTES),
+        )
+    })?;
+    let req: CreateReplica =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid replica request: {e}")))?;
     let (kind, url) = match (&req.train_video_url, &req.train_image_url) {
         (Some(v), None) => ("video", v),
         (None, Some(i)) => ("image", i),
         _ => return Err(ApiError::bad_request("give exactly one of train_video_url and train_image_url")),
     };
+    if url.starts_with("http") {
+        check_callback_url(&api, url)
+            .await
+            .map_err(|e| ApiError::bad_request(e.message.replace("callback_url", "training URL")))?;
+    }
     let source = check_source(&api, url)?;
     insert(&api, &req, kind, &source).await
 }

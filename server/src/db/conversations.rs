@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Db, DbError, json_column, now_us, rfc3339};
+use super::{Db, DbError, json_column, now_us, retry_on_conflict, rfc3339};
 
 #[derive(Debug, Clone)]
 pub struct ConversationRow {
@@ -140,6 +140,16 @@ impl Db {
         events: &[(&str, serde_json::Value)],
         url: Option<&str>,
     ) -> Result<bool, DbError> {
+        retry_on_conflict(|| self.try_end_conversation(id, reason, events, url)).await
+    }
+
+    async fn try_end_conversation(
+        &self,
+        id: &str,
+        reason: &str,
+        events: &[(&str, serde_json::Value)],
+        url: Option<&str>,
+    ) -> Result<bool, DbError> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE conversations SET status = 'ended', ended_at = $1, shutdown_reason = $2 WHERE id = $3 AND status = 'active'",
@@ -185,24 +195,30 @@ impl Db {
 
     /// Appends an utterance to a transcript as it happens.
     pub async fn append_utterance(&self, conversation_id: &str, u: &UtteranceRow) -> Result<i64, DbError> {
-        let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM utterances WHERE conversation_id = $1")
+        retry_on_conflict(|| async {
+            let mut tx = self.write_tx().await?;
+            let seq: i64 =
+                sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM utterances WHERE conversation_id = $1")
+                    .bind(conversation_id)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("n")?;
+            sqlx::query(
+                "INSERT INTO utterances (conversation_id, seq, role, content, started_at, ended_at, interrupted) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
             .bind(conversation_id)
-            .fetch_one(self.pool())
-            .await?
-            .try_get("n")?;
-        sqlx::query(
-            "INSERT INTO utterances (conversation_id, seq, role, content, started_at, ended_at, interrupted) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(conversation_id)
-        .bind(seq)
-        .bind(&u.role)
-        .bind(&u.content)
-        .bind(&u.started_at)
-        .bind(&u.ended_at)
-        .bind(i32::from(u.interrupted))
-        .execute(self.pool())
-        .await?;
-        Ok(seq)
+            .bind(seq)
+            .bind(&u.role)
+            .bind(&u.content)
+            .bind(&u.started_at)
+            .bind(&u.ended_at)
+            .bind(i32::from(u.interrupted))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(seq)
+        })
+        .await
     }
 
     pub async fn utterances(&self, conversation_id: &str) -> Result<Vec<UtteranceRow>, DbError> {

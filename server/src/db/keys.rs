@@ -68,3 +68,20 @@ impl Db {
         Ok(row.is_some())
     }
 }
+
+impl Db {
+    /// The webhook signing secret shared by every host of this database,
+    /// created by whichever host asks first.
+    pub async fn webhook_secret(&self) -> Result<String, DbError> {
+        sqlx::query(
+            "INSERT INTO host_settings (name, value) VALUES ('webhook_secret', $1) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(crate::ids::random_token(32))
+        .execute(self.pool())
+        .await?;
+        Ok(sqlx::query("SELECT value FROM host_settings WHERE name = 'webhook_secret'")
+            .fetch_one(self.pool())
+            .await?
+            .try_get("value")?)
+    }
+}

@@ -27,7 +27,7 @@ pub enum DbError {
     Sqlx(#[from] sqlx::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
+    #[error("unsupported database URL scheme {0:?}: use sqlite://PATH or postgres://…")]
     Url(String),
     #[error("stored {what} is damaged: {detail}")]
     Corrupt { what: String, detail: String },
@@ -55,7 +55,7 @@ impl Db {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Backend::Postgres
         } else {
-            return Err(DbError::Url(url.to_string()));
+            return Err(DbError::Url(url.split(':').next().unwrap_or_default().to_string()));
         };
         let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
         let pool = match backend {
@@ -119,6 +119,24 @@ pub fn now_us() -> i64 {
 pub fn rfc3339(us: i64) -> String {
     let t = std::time::UNIX_EPOCH + Duration::from_micros(us.max(0) as u64);
     humantime::format_rfc3339_micros(t).to_string()
+}
+
+/// Runs a transaction again (up to 5 times) when it lost a race for a
+/// unique key, e.g. two writers taking the same next sequence number.
+pub(crate) async fn retry_on_conflict<T, F, Fut>(mut attempt: F) -> Result<T, DbError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DbError>>,
+{
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Err(DbError::Sqlx(e)) if tries < 4 && e.as_database_error().is_some_and(|d| d.is_unique_violation()) => {
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 pub(crate) fn json_column<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, DbError> {

@@ -66,19 +66,7 @@ impl Db {
         body: &serde_json::Value,
         url: Option<&str>,
     ) -> Result<(), DbError> {
-        // Two writers of one subject can race for the next seq; the primary
-        // key catches it and the second tries again.
-        let mut last = None;
-        for _ in 0..5 {
-            match self.try_record_event(subject_id, log_in_conversation, event_type, body, url).await {
-                Ok(()) => return Ok(()),
-                Err(DbError::Sqlx(e)) if e.as_database_error().is_some_and(|d| d.is_unique_violation()) => {
-                    last = Some(DbError::Sqlx(e))
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| DbError::Corrupt { what: "event log".into(), detail: "no sequence number".into() }))
+        super::retry_on_conflict(|| self.try_record_event(subject_id, log_in_conversation, event_type, body, url)).await
     }
 
     async fn try_record_event(
@@ -113,9 +101,14 @@ impl Db {
 
     /// The earliest time a pending delivery falls due, if any.
     pub async fn next_delivery_us(&self) -> Result<Option<i64>, DbError> {
-        let r = sqlx::query("SELECT MIN(next_attempt_us) AS t FROM webhook_outbox WHERE status = 'pending'")
-            .fetch_one(self.pool())
-            .await?;
+        // Only the oldest pending event of each subject can be sent next: a
+        // later one waiting behind it must not make the deliverer wake early.
+        let r = sqlx::query(
+            "SELECT MIN(o.next_attempt_us) AS t FROM webhook_outbox o WHERE o.status = 'pending' \
+             AND NOT EXISTS (SELECT 1 FROM webhook_outbox p WHERE p.subject_id = o.subject_id AND p.status = 'pending' AND p.seq < o.seq)",
+        )
+        .fetch_one(self.pool())
+        .await?;
         Ok(r.try_get::<Option<i64>, _>("t")?)
     }
 
@@ -136,7 +129,7 @@ impl Db {
 
     pub async fn delivery_succeeded(&self, id: &str) -> Result<(), DbError> {
         sqlx::query(
-            "UPDATE webhook_outbox SET status = 'delivered', delivered_us = $1, last_error = NULL WHERE id = $2",
+            "UPDATE webhook_outbox SET status = 'delivered', delivered_us = $1, last_error = NULL WHERE id = $2 AND status = 'pending'",
         )
         .bind(now_us())
         .bind(id)
@@ -148,20 +141,22 @@ impl Db {
     /// Records a failed attempt: retried at `next_us`, or (None) given up.
     pub async fn delivery_failed(&self, id: &str, error: &str, next_us: Option<i64>) -> Result<(), DbError> {
         match next_us {
-            Some(next) => {
-                sqlx::query("UPDATE webhook_outbox SET next_attempt_us = $1, last_error = $2 WHERE id = $3")
-                    .bind(next)
-                    .bind(error)
-                    .bind(id)
-                    .execute(self.pool())
-                    .await?
-            }
+            Some(next) => sqlx::query(
+                "UPDATE webhook_outbox SET next_attempt_us = $1, last_error = $2 WHERE id = $3 AND status = 'pending'",
+            )
+            .bind(next)
+            .bind(error)
+            .bind(id)
+            .execute(self.pool())
+            .await?,
             None => {
-                sqlx::query("UPDATE webhook_outbox SET status = 'failed', last_error = $1 WHERE id = $2")
-                    .bind(error)
-                    .bind(id)
-                    .execute(self.pool())
-                    .await?
+                sqlx::query(
+                    "UPDATE webhook_outbox SET status = 'failed', last_error = $1 WHERE id = $2 AND status = 'pending'",
+                )
+                .bind(error)
+                .bind(id)
+                .execute(self.pool())
+                .await?
             }
         };
         Ok(())

@@ -66,7 +66,7 @@ impl Db {
         let now = rfc3339(now_us());
         sqlx::query(
             "INSERT INTO replicas (id, replica_name, status, training_progress, error_message, source_kind, source, voice_name, callback_url, stock, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $10, $11)",
+             VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&id)
         .bind(new.replica_name)

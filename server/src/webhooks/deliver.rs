@@ -61,17 +61,46 @@ pub struct Deliverer {
     secret: Arc<Vec<u8>>,
     policy: RetryPolicy,
     notify: Arc<Notify>,
+    forbid_private: bool,
+}
+
+/// A resolver that returns only public addresses.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.filter(|a| !super::is_private(a.ip())).collect();
+            if addrs.is_empty() {
+                return Err(format!(
+                    "{} resolves to no public address (private callbacks are forbidden)",
+                    name.as_str()
+                )
+                .into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 impl Deliverer {
-    pub fn new(db: Db, secret: Vec<u8>, policy: RetryPolicy) -> Self {
-        let client = reqwest::Client::builder()
+    /// With `forbid_private`, names are resolved at delivery time and only
+    /// public addresses are connected to (so a name that later points at
+    /// a private address is refused too), and IP literals are checked.
+    pub fn new(db: Db, secret: Vec<u8>, mut policy: RetryPolicy, forbid_private: bool) -> Result<Self, reqwest::Error> {
+        // A delivery in flight must stay reserved for longer than a request
+        // can take, or another host would send it again meanwhile.
+        policy.lease = policy.lease.max(policy.request_timeout * 2);
+        let mut builder = reqwest::Client::builder()
             .timeout(policy.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("tete-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
-        Self { db, client, secret: Arc::new(secret), policy, notify: Arc::new(Notify::new()) }
+            .user_agent(concat!("tete-webhooks/", env!("CARGO_PKG_VERSION")));
+        if forbid_private {
+            builder = builder.dns_resolver(Arc::new(PublicOnly));
+        }
+        let client = builder.build()?;
+        Ok(Self { db, client, secret: Arc::new(secret), policy, notify: Arc::new(Notify::new()), forbid_private })
     }
 
     /// Tells the deliverer that an event was queued.
@@ -127,6 +156,14 @@ impl Deliverer {
 
     async fn attempt(&self, row: OutboxRow) -> Result<(), crate::db::DbError> {
         let attempts = row.attempts + 1;
+        if self.forbid_private
+            && let Some(ip) = url::Url::parse(&row.url)
+                .ok()
+                .and_then(|u| u.host_str().and_then(|h| h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok()))
+            && super::is_private(ip)
+        {
+            return self.db.delivery_failed(&row.id, &format!("{ip} is a private address (forbidden)"), None).await;
+        }
         let outcome = self
             .client
             .post(&row.url)

@@ -16,6 +16,39 @@ pub const DELIVERY_HEADER: &str = "x-tete-delivery-id";
 /// Header carrying the event type.
 pub const EVENT_HEADER: &str = "x-tete-event-type";
 
+/// Whether an address is private, loopback, link-local, shared (CGNAT),
+/// benchmarking, multicast or otherwise not a public host: callbacks to
+/// these are refused when the host forbids private callbacks.
+pub fn is_private(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240
+        }
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
+                || s[0] == 0x2002
+                || (s[0] == 0x64 && s[1] == 0xff9b)
+                || v6.to_ipv4_mapped().or_else(|| v6.to_ipv4()).is_some_and(|v4| is_private(std::net::IpAddr::V4(v4)))
+        }
+    }
+}
+
 /// `sha256=<hex>` signature of `body`.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length");
@@ -70,6 +103,32 @@ mod tests {
         assert!(!verify(b"secret", b"{\"a\":2}", &sig));
         assert!(!verify(b"other", b"{\"a\":1}", &sig));
         assert!(!verify(b"secret", b"{\"a\":1}", "sha256=zz"));
+    }
+
+    #[test]
+    fn private_ranges_are_recognised() {
+        for ip in [
+            "10.0.0.1",
+            "192.168.1.1",
+            "172.16.0.1",
+            "127.0.0.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "0.1.2.3",
+            "198.18.0.1",
+            "224.0.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a00:1",
+            "2002::1",
+        ] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "2001:4860::8888", "100.128.0.1"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub async fn app(url: &str) -> TestApp {
 
 pub async fn app_with(url: &str, tweak: impl FnOnce(&mut ApiConfig)) -> TestApp {
     let db = Db::connect(url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
-    let deliverer = Deliverer::new(db.clone(), SECRET.to_vec(), policy());
+    let deliverer = Deliverer::new(db.clone(), SECRET.to_vec(), policy(), false).unwrap();
     let host = Host::new(db, deliverer, "test-host".into());
     let upload_root = tempfile::tempdir().unwrap();
     let mut config = ApiConfig {
