@@ -24,49 +24,21 @@ pub struct LogMel {
 
 impl LogMel {
     pub fn new(gpu: &Gpu) -> Self {
+        use super::Binding::{Read, ReadWrite, Uniform};
+        let (layout, [mel, max, finish]) = super::compute_pipelines(
+            gpu,
+            "log_mel",
+            SHADER,
+            &[Uniform, Read, Read, ReadWrite, ReadWrite],
+            ["mel_main", "max_main", "finish_main"],
+        );
         let device = &gpu.device;
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("log_mel"),
-            source: wgpu::ShaderSource::Wgsl(SHADER.into()),
-        });
-        let buffer = |binding, ty| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
-            count: None,
-        };
-        let storage = |read_only| wgpu::BufferBindingType::Storage { read_only };
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("log_mel"),
-            entries: &[
-                buffer(0, wgpu::BufferBindingType::Uniform),
-                buffer(1, storage(true)),
-                buffer(2, storage(true)),
-                buffer(3, storage(false)),
-                buffer(4, storage(false)),
-            ],
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("log_mel"),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let pipeline = |entry_point| {
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry_point),
-                layout: Some(&pipeline_layout),
-                module: &module,
-                entry_point: Some(entry_point),
-                compilation_options: Default::default(),
-                cache: None,
-            })
-        };
         let tables = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("log_mel tables"),
             contents: bytemuck::cast_slice(&tete_kernels::log_mel_tables()),
             usage: wgpu::BufferUsages::STORAGE,
         });
-        Self { mel: pipeline("mel_main"), max: pipeline("max_main"), finish: pipeline("finish_main"), layout, tables }
+        Self { layout, mel, max, finish, tables }
     }
 
     /// Log-mel features of 16 kHz audio; same layout and contract as
@@ -114,17 +86,7 @@ impl LogMel {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("log_mel"),
-            layout: &self.layout,
-            entries: &[
-                wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 1, resource: input.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 2, resource: self.tables.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 3, resource: output.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 4, resource: peak.as_entire_binding() },
-            ],
-        });
+        let bind = super::bind(gpu, "log_mel", &self.layout, &[&params, &input, &self.tables, &output, &peak]);
         let split = |n: u64| ((n.min(u64::from(MAX_GROUPS))) as u32, n.div_ceil(u64::from(MAX_GROUPS)) as u32);
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("log_mel") });
         {
