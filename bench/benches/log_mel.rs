@@ -1,5 +1,6 @@
 //! Whisper log-mel features of 8 s of audio (Smart Turn's input, 80 × 800):
-//! the f64 CPU reference against the WGSL shader on the wgpu adapter
+//! the f64 CPU reference, the engine's CPU path (real FFT, sparse filters)
+//! and the WGSL shader on the wgpu adapter
 //! (upload, three dispatches and readback; the readback waits for the
 //! device, so the clock stops after the work is done).
 //!
@@ -16,6 +17,8 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("log_mel_8s");
     group.sample_size(10);
     group.bench_function("cpu_reference_f64", |b| b.iter(|| mel::log_mel(&audio, true)));
+    let mut fast = tete_engine::features::LogMelCpu::new();
+    group.bench_function("cpu_realfft", |b| b.iter(|| fast.compute(&audio, true)));
     let gpu = Gpu::open(AdapterKind::Any).expect("a wgpu adapter (lavapipe: apt-get install mesa-vulkan-drivers)");
     eprintln!("wgpu adapter: {}", gpu.describe());
     let log_mel = LogMel::new(&gpu);

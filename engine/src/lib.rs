@@ -2,6 +2,7 @@
 //! land) the streaming stages and the frame scheduler.
 
 pub mod device;
+pub mod features;
 pub mod gpu;
 pub mod models;
 pub mod vad;

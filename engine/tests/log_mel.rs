@@ -74,3 +74,16 @@ fn wgsl_log_mel_matches_the_cpu_reference() {
     // Short input: no frames, no dispatch.
     assert!(log_mel.compute(&gpu, &[0.0; 100], false).unwrap().is_empty());
 }
+
+#[test]
+fn engine_cpu_path_matches_the_reference_on_speech() {
+    let audio = eight_seconds();
+    let mut fast = tete_engine::features::LogMelCpu::new();
+    for normalize in [false, true] {
+        let want = mel::log_mel(&audio, normalize);
+        let got = fast.compute(&audio, normalize);
+        let max = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        eprintln!("normalize={normalize}: max |realfft - reference| = {max:e}");
+        assert!(max < 1e-4, "normalize={normalize}: {max}");
+    }
+}
