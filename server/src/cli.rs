@@ -288,6 +288,21 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("resumed {resumed} active conversation(s)");
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sweeper = {
+        let host = host.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = host.sweep().await {
+                    tracing::warn!("sweeping orphaned conversations: {e}");
+                }
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                }
+            }
+        })
+    };
     let deliver = {
         let mut stop = stop_rx.clone();
         tokio::spawn(deliverer.clone().run(async move {
@@ -308,6 +323,7 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), deliverer.round()).await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), deliver).await;
+    let _ = sweeper.await;
     db.close().await;
     Ok(())
 }

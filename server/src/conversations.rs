@@ -93,6 +93,25 @@ impl Host {
         Ok(rows.len())
     }
 
+    /// Ends conversations past their `max_call_duration` that no task here
+    /// drives — those of a host that stopped for good — so no call stays
+    /// active forever. Safe on every host at once: a call ends only once.
+    pub async fn sweep(&self) -> Result<usize, DbError> {
+        let now = now_us();
+        let mut ended = 0;
+        for row in self.db.all_active_conversations(500).await? {
+            let overdue =
+                row.created_us.saturating_add((timeouts(&row).max_call_duration as i64).saturating_mul(1_000_000))
+                    <= now;
+            let running_here = self.registry().contains_key(&row.id);
+            if overdue && !running_here && self.finish(&row.id, ShutdownReason::MaxCallDuration).await? {
+                tracing::info!(conversation = %row.id, host = %row.host, "ended an orphaned conversation past its max_call_duration");
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
     /// Passes a signal to a running conversation; false when it is not running here.
     pub async fn signal(&self, id: &str, signal: Signal) -> bool {
         let tx = self.registry().get(id).cloned();

@@ -450,3 +450,30 @@ async fn participant_signals_drive_the_lifecycle_and_meeting_tokens_are_checked(
     })
     .await;
 }
+
+#[tokio::test]
+async fn calls_of_a_vanished_host_are_ended_when_overdue() {
+    each_backend(|t, label| async move {
+        let doc = json!({"replica_id": "rstockastronaut", "properties": {"max_call_duration": 1}});
+        let row = t
+            .api
+            .db()
+            .insert_conversation(tete_server::db::conversations::NewConversation {
+                document: &doc,
+                replica_id: Some("rstockastronaut"),
+                persona_id: None,
+                callback_url: None,
+                meeting_token_hash: None,
+                host: "a-host-that-is-gone",
+            })
+            .await
+            .unwrap();
+        assert_eq!(t.api.host.sweep().await.unwrap(), 0, "not overdue yet");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(t.api.host.sweep().await.unwrap(), 1, "{label}");
+        let (_, c) = t.call("GET", &format!("/v2/conversations/{}", row.id), None).await;
+        assert_eq!((c["status"].as_str(), c["shutdown_reason"].as_str()), (Some("ended"), Some("max_call_duration")));
+        assert_eq!(t.api.host.sweep().await.unwrap(), 0, "ended once");
+    })
+    .await;
+}

@@ -121,6 +121,15 @@ impl Db {
         Ok((rows.iter().map(row).collect::<Result<_, _>>()?, total))
     }
 
+    /// Active conversations of any host, oldest first, at most `limit`.
+    pub async fn all_active_conversations(&self, limit: i64) -> Result<Vec<ConversationRow>, DbError> {
+        let rows = sqlx::query(select_conversations!("WHERE status = 'active' ORDER BY created_us LIMIT $1"))
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(row).collect()
+    }
+
     /// Active conversations run by `host`, oldest first (resumed at start-up).
     pub async fn active_conversations(&self, host: &str) -> Result<Vec<ConversationRow>, DbError> {
         let rows = sqlx::query(select_conversations!("WHERE status = 'active' AND host = $1 ORDER BY created_us"))
