@@ -278,7 +278,8 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
             public_url: public.clone(),
             forbid_private_callbacks: args.forbid_private_callbacks,
             upload_root,
-            max_upload_bytes: args.max_upload_mb << 20,
+            max_upload_bytes: args.max_upload_mb.saturating_mul(1 << 20),
+            models: std::sync::Arc::new(manifest.clone()),
         }),
         host: host.clone(),
     };

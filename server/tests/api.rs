@@ -387,7 +387,10 @@ async fn everything_survives_a_restart() {
             t.api.db().close().await;
             (p["persona_id"].clone(), c["conversation_id"].clone(), r["replica_id"].clone())
         };
-        let t = app(&db.url).await;
+        // Another host on the same database: the call's URL still names the host that runs it.
+        let t = app_with(&db.url, |c| c.public_url = "http://127.0.0.2:9".into()).await;
+        let (_, c) = t.call("GET", &format!("/v2/conversations/{}", cid.as_str().unwrap()), None).await;
+        assert_eq!(c["conversation_url"], format!("http://127.0.0.1:9/c/{}", cid.as_str().unwrap()));
         for (path, id) in [("personas", &pid), ("conversations", &cid), ("replicas", &rid)] {
             let (s, b) = t.call("GET", &format!("/v2/{path}/{}", id.as_str().unwrap()), None).await;
             assert_eq!(s, StatusCode::OK, "{} {path}: {b}", db.label);

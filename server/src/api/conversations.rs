@@ -44,11 +44,17 @@ pub struct CreateConversation {
 
 const MAX_DURATION: u64 = 24 * 3600;
 
+fn conversation_url(api: &Api, id: &str) -> String {
+    format!("{}/c/{id}", api.config.public_url.trim_end_matches('/'))
+}
+
 fn view(api: &Api, row: &ConversationRow) -> Value {
     json!({
         "conversation_id": row.id,
         "conversation_name": row.document["conversation_name"],
-        "conversation_url": format!("{}/c/{}", api.config.public_url.trim_end_matches('/'), row.id),
+        // On the host that runs the call, recorded when it was created.
+        "conversation_url": row.document["host_url"].as_str()
+            .map_or_else(|| conversation_url(api, &row.id), |base| format!("{base}/c/{}", row.id)),
         "status": row.status,
         "replica_id": row.replica_id,
         "persona_id": row.persona_id,
@@ -110,6 +116,8 @@ pub async fn create(
     let token_hash = token.as_deref().map(crate::db::keys::hash_key);
     let mut document = serde_json::to_value(&req).unwrap_or_default();
     document["replica_id"] = Value::String(replica_id.clone());
+    // The base URL of this host, which runs the call (several hosts may share a database).
+    document["host_url"] = Value::String(api.config.public_url.trim_end_matches('/').to_string());
     let row = api
         .db()
         .insert_conversation(NewConversation {

@@ -37,6 +37,8 @@ pub struct ApiConfig {
     pub upload_root: std::path::PathBuf,
     /// Largest accepted replica upload.
     pub max_upload_bytes: usize,
+    /// The models this host can load (personas may name them).
+    pub models: Arc<tete_engine::models::Manifest>,
 }
 
 /// What the API handlers share.

@@ -203,7 +203,7 @@ async fn validate(api: &Api, p: &Persona) -> Result<(), ApiError> {
     if p.persona_name.as_deref().is_some_and(|n| n.trim().is_empty()) {
         return Err(ApiError::bad_request("persona_name must not be empty"));
     }
-    let manifest = tete_engine::models::Manifest::embedded().map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let manifest = &api.config.models;
     let stage_model = |stage: &str, id: &str| manifest.models.iter().any(|m| m.stage == stage && m.id == id);
     let known = |stage: &str| {
         manifest.models.iter().filter(|m| m.stage == stage).map(|m| m.id.as_str()).collect::<Vec<_>>().join(", ")

@@ -77,23 +77,16 @@ fn check_source(api: &Api, url: &str) -> Result<String, ApiError> {
     match parsed.scheme() {
         "http" | "https" if parsed.host_str().is_some() => Ok(url.to_string()),
         "file" => {
-            let path =
-                parsed.to_file_path().map_err(|_| ApiError::bad_request(format!("{url:?} is not a file path")))?;
-            let root = api.config.upload_root.canonicalize().map_err(|e| {
-                ApiError::bad_request(format!(
-                    "file:// URLs are disabled: upload root {}: {e}",
-                    api.config.upload_root.display()
-                ))
-            })?;
-            let real = path.canonicalize().map_err(|e| ApiError::bad_request(format!("{}: {e}", path.display())))?;
+            // One answer for every refusal, so the API tells nothing about
+            // files outside the upload root.
+            let refuse = || ApiError::bad_request(format!("{url} is not a file under the upload root"));
+            let path = parsed.to_file_path().map_err(|_| refuse())?;
+            let root = api.config.upload_root.canonicalize().map_err(|_| refuse())?;
+            let real = path.canonicalize().map_err(|_| refuse())?;
             if !real.starts_with(&root) || !real.is_file() {
-                return Err(ApiError::bad_request(format!(
-                    "{} is not a file under the upload root {}",
-                    path.display(),
-                    root.display()
-                )));
+                return Err(refuse());
             }
-            Ok(format!("file://{}", real.display()))
+            url::Url::from_file_path(&real).map(|u| u.to_string()).map_err(|_| refuse())
         }
         other => Err(ApiError::bad_request(format!("training URL scheme {other:?}: use http, https or file"))),
     }
@@ -191,7 +184,9 @@ async fn upload_into(api: &Api, mut form: Multipart, dir: &std::path::Path) -> R
         voice_name: voice,
         callback_url: callback,
     };
-    insert(api, &req, &kind, &format!("file://{}", path.display())).await
+    let source =
+        url::Url::from_file_path(&path).map_err(|_| ApiError::internal("recording the upload", path.display()))?;
+    insert(api, &req, &kind, source.as_str()).await
 }
 
 #[utoipa::path(post, path = "/v2/replicas", request_body = CreateReplica, tag = "replicas",
