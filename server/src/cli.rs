@@ -314,11 +314,12 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         println!("no API key yet: set TETE_API_KEY or run `tete keys create NAME`");
     }
     let state = crate::http::AppState::new(manifest, store, &devices, api);
+    let shutdown = crate::http::shutdown_signal().context("installing signal handlers")?;
     println!(
         "tete is serving on {public}  (open {public}/ for status; API at {public}/v2, health at {public}/healthz)"
     );
     println!("not built yet: the meeting page, WebRTC edge and conversation pipeline — no call can be joined yet");
-    crate::http::serve(listener, state, crate::http::shutdown_signal()).await?;
+    crate::http::serve(listener, state, shutdown).await?;
     // Graceful shutdown: end this host's calls, give the deliverer a moment to send their webhooks.
     host.shutdown_all().await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), deliverer.round()).await;

@@ -333,7 +333,7 @@ async fn timers_end_calls_and_undeliverable_webhooks_are_marked_failed() {
         assert_eq!(got[0].body["conversation_id"], short["conversation_id"]);
 
         let absent_id = absent["conversation_id"].as_str().unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
         let failed = loop {
             let (_, d) = t.call("GET", &format!("/v2/webhooks?status=failed&subject_id={absent_id}"), None).await;
             if d["total_count"] == 2 || tokio::time::Instant::now() > deadline {
@@ -343,11 +343,13 @@ async fn timers_end_calls_and_undeliverable_webhooks_are_marked_failed() {
         };
         worker.abort();
         assert_eq!(failed["total_count"], 2, "{label}: {failed}");
-        // The shutdown event was retried until the horizon; the transcript,
-        // queued behind it (in-order per conversation), may get fewer tries.
-        let shutdown = failed["data"].as_array().unwrap().iter().find(|d| d["event_type"] == "system.shutdown").unwrap();
-        assert!(shutdown["attempts"].as_i64().unwrap() >= 2, "{failed}");
-        assert!(shutdown["last_error"].as_str().unwrap().contains("request failed"));
+        // Both events were retried until the horizon, which counts from each
+        // one's first attempt: the transcript, queued behind the shutdown
+        // event (in order per conversation), gets its own full horizon.
+        for d in failed["data"].as_array().unwrap() {
+            assert!(d["attempts"].as_i64().unwrap() >= 2, "{failed}");
+            assert!(d["last_error"].as_str().unwrap().contains("request failed"), "{failed}");
+        }
         let (_, c) = t.call("GET", &format!("/v2/conversations/{absent_id}"), None).await;
         assert_eq!(c["shutdown_reason"], "participant_absent_timeout");
     })

@@ -39,7 +39,7 @@ fn start(db_url: &str, uploads: &std::path::Path) -> Server {
             "--webhook-timeout-secs",
             "1",
         ])
-        .args(["--webhook-retry-base-ms", "100"])
+        .args(["--webhook-retry-base-ms", "100", "--host-id", "crash-test-host"])
         .env("TETE_API_KEY", KEY)
         .env_remove("TETE_DATABASE_URL")
         .stdout(Stdio::piped())

@@ -37,6 +37,8 @@ pub struct OutboxRow {
     pub created_us: i64,
     pub next_attempt_us: i64,
     pub last_error: Option<String>,
+    /// When the first attempt was made (None before it).
+    pub first_attempt_us: Option<i64>,
 }
 
 fn row(r: &sqlx::any::AnyRow) -> Result<OutboxRow, DbError> {
@@ -52,6 +54,7 @@ fn row(r: &sqlx::any::AnyRow) -> Result<OutboxRow, DbError> {
         created_us: r.try_get("created_us")?,
         next_attempt_us: r.try_get("next_attempt_us")?,
         last_error: r.try_get("last_error")?,
+        first_attempt_us: r.try_get("first_attempt_us")?,
     })
 }
 
@@ -87,7 +90,7 @@ impl Db {
     /// oldest pending one, so a subject's events arrive in order.
     pub async fn due_deliveries(&self, now_us: i64, limit: i64) -> Result<Vec<OutboxRow>, DbError> {
         let rows = sqlx::query(
-            "SELECT o.id, o.subject_id, o.seq, o.url, o.event_type, o.body, o.status, o.attempts, o.created_us, o.next_attempt_us, o.last_error \
+            "SELECT o.id, o.subject_id, o.seq, o.url, o.event_type, o.body, o.status, o.attempts, o.created_us, o.next_attempt_us, o.last_error, o.first_attempt_us \
              FROM webhook_outbox o WHERE o.status = 'pending' AND o.next_attempt_us <= $1 \
              AND NOT EXISTS (SELECT 1 FROM webhook_outbox p WHERE p.subject_id = o.subject_id AND p.status = 'pending' AND p.seq < o.seq) \
              ORDER BY o.created_us, o.seq LIMIT $2",
@@ -117,9 +120,11 @@ impl Db {
     /// someone else claimed it first.
     pub async fn claim_delivery(&self, row: &OutboxRow, until_us: i64) -> Result<bool, DbError> {
         let done = sqlx::query(
-            "UPDATE webhook_outbox SET next_attempt_us = $1, attempts = attempts + 1 WHERE id = $2 AND status = 'pending' AND next_attempt_us = $3",
+            "UPDATE webhook_outbox SET next_attempt_us = $1, attempts = attempts + 1, first_attempt_us = COALESCE(first_attempt_us, $2) \
+             WHERE id = $3 AND status = 'pending' AND next_attempt_us = $4",
         )
         .bind(until_us)
+        .bind(now_us())
         .bind(&row.id)
         .bind(row.next_attempt_us)
         .execute(self.pool())
@@ -172,7 +177,7 @@ impl Db {
     ) -> Result<(Vec<OutboxRow>, i64), DbError> {
         let status = status.map(OutboxStatus::as_str);
         let rows = sqlx::query(
-            "SELECT id, subject_id, seq, url, event_type, body, status, attempts, created_us, next_attempt_us, last_error FROM webhook_outbox \
+            "SELECT id, subject_id, seq, url, event_type, body, status, attempts, created_us, next_attempt_us, last_error, first_attempt_us FROM webhook_outbox \
              WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR subject_id = $2) ORDER BY created_us DESC, seq DESC LIMIT $3 OFFSET $4",
         )
         .bind(status)

@@ -19,7 +19,7 @@ pub struct RetryPolicy {
     pub base: Duration,
     /// Upper bound of one delay.
     pub max_delay: Duration,
-    /// An event still undelivered this long after it was queued is marked failed.
+    /// An event still undelivered this long after its first attempt is marked failed.
     pub horizon: Duration,
     /// How long a claimed delivery is reserved before it may be tried again
     /// (by this host after a crash, or by another).
@@ -139,7 +139,8 @@ impl Deliverer {
             for row in due {
                 let lease_until = now + self.policy.lease.as_micros() as i64;
                 if self.db.claim_delivery(&row, lease_until).await? {
-                    attempts.push(self.attempt(row));
+                    let first = row.first_attempt_us.unwrap_or(now);
+                    attempts.push(self.attempt(OutboxRow { first_attempt_us: Some(first), ..row }));
                 }
             }
             if attempts.is_empty() {
@@ -187,7 +188,12 @@ impl Deliverer {
             }
             Some(error) => {
                 let next = now_us() + self.policy.delay(attempts).as_micros() as i64;
-                let give_up = next > row.created_us + self.policy.horizon.as_micros() as i64;
+                // The horizon counts from the first attempt: an event that
+                // waited behind an earlier one of its conversation still gets
+                // its full share of retries.
+                let first = row.first_attempt_us.unwrap_or(row.created_us);
+                let give_up =
+                    next > first.saturating_add(i64::try_from(self.policy.horizon.as_micros()).unwrap_or(i64::MAX));
                 let outcome = if give_up { "failed" } else { "retry" };
                 metrics::counter!("tete_webhook_attempts_total", "outcome" => outcome).increment(1);
                 tracing::info!(id = %row.id, event = %row.event_type, attempts, give_up, "webhook attempt failed: {error}");
