@@ -206,12 +206,7 @@ impl Db {
     pub async fn append_utterance(&self, conversation_id: &str, u: &UtteranceRow) -> Result<i64, DbError> {
         retry_on_conflict(|| async {
             let mut tx = self.write_tx().await?;
-            let seq: i64 =
-                sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM utterances WHERE conversation_id = $1")
-                    .bind(conversation_id)
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("n")?;
+            let seq = super::next_seq(&mut tx, "SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM utterances WHERE conversation_id = $1", conversation_id).await?;
             sqlx::query(
                 "INSERT INTO utterances (conversation_id, seq, role, content, started_at, ended_at, interrupted) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )

@@ -139,6 +139,17 @@ where
     }
 }
 
+/// The next sequence number of a subject, by a `SELECT COALESCE(MAX(seq), 0) + 1 AS n … = $1` query,
+/// inside the caller's transaction (a race is caught by the primary key and [`retry_on_conflict`]).
+pub(crate) async fn next_seq(
+    conn: &mut sqlx::AnyConnection,
+    sql: &'static str,
+    subject_id: &str,
+) -> Result<i64, DbError> {
+    use sqlx::Row;
+    Ok(sqlx::query(sql).bind(subject_id).fetch_one(conn).await?.try_get("n")?)
+}
+
 pub(crate) fn json_column<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, DbError> {
     serde_json::from_str(text).map_err(|e| DbError::Corrupt { what: what.to_string(), detail: e.to_string() })
 }

@@ -69,21 +69,13 @@ impl Db {
         body: &serde_json::Value,
         url: Option<&str>,
     ) -> Result<(), DbError> {
-        super::retry_on_conflict(|| self.try_record_event(subject_id, log_in_conversation, event_type, body, url)).await
-    }
-
-    async fn try_record_event(
-        &self,
-        subject_id: &str,
-        log_in_conversation: bool,
-        event_type: &str,
-        body: &serde_json::Value,
-        url: Option<&str>,
-    ) -> Result<(), DbError> {
-        let mut tx = self.write_tx().await?;
-        insert_event(&mut tx, subject_id, log_in_conversation, event_type, body, url).await?;
-        tx.commit().await?;
-        Ok(())
+        super::retry_on_conflict(|| async {
+            let mut tx = self.write_tx().await?;
+            insert_event(&mut tx, subject_id, log_in_conversation, event_type, body, url).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Pending deliveries due at `now_us`, at most one per subject: the
@@ -211,12 +203,12 @@ pub(crate) async fn insert_event(
     let us = now_us();
     let text = body.to_string();
     if log_in_conversation {
-        let seq: i64 =
-            sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM conversation_events WHERE conversation_id = $1")
-                .bind(subject_id)
-                .fetch_one(&mut *conn)
-                .await?
-                .try_get("n")?;
+        let seq = super::next_seq(
+            conn,
+            "SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM conversation_events WHERE conversation_id = $1",
+            subject_id,
+        )
+        .await?;
         sqlx::query(
             "INSERT INTO conversation_events (conversation_id, seq, event_type, document, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -229,11 +221,12 @@ pub(crate) async fn insert_event(
         .await?;
     }
     if let Some(url) = url {
-        let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM webhook_outbox WHERE subject_id = $1")
-            .bind(subject_id)
-            .fetch_one(&mut *conn)
-            .await?
-            .try_get("n")?;
+        let seq = super::next_seq(
+            conn,
+            "SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM webhook_outbox WHERE subject_id = $1",
+            subject_id,
+        )
+        .await?;
         sqlx::query(
             "INSERT INTO webhook_outbox (id, subject_id, seq, url, event_type, body, status, attempts, created_us, next_attempt_us) \
              VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8)",
