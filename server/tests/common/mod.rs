@@ -60,6 +60,26 @@ pub fn policy() -> RetryPolicy {
     }
 }
 
+/// Polls `probe` until it returns `Some`, or gives back its last answer
+/// (`None`) at the deadline. A receiver sees a webhook before the deliverer
+/// has recorded the outcome, so status checks wait for the record.
+pub async fn eventually<T, F, Fut>(within: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub struct TestApp {
     pub router: axum::Router,
     pub api: Api,
