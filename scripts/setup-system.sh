@@ -2,11 +2,13 @@
 # Installs the Debian packages tete needs to build, test and run on a
 # machine without a GPU. Idempotent: does nothing when all are present.
 #   mesa-vulkan-drivers, libvulkan1  Mesa's lavapipe: wgpu runs the WGSL shaders on the CPU
-#   pkg-config                       for -sys crates
+#   pkg-config, cmake                for -sys crates
+#   libopus-dev                      Opus codec (WebRTC media, Ogg-Opus uploads)
+#   espeak-ng                        text to phonemes for the voice, and test speech (run as a process, never linked)
 #   pocketsphinx-testdata            real read speech (LibriVox clips) for the audio tests
 set -euo pipefail
 
-packages=(pkg-config mesa-vulkan-drivers libvulkan1 pocketsphinx-testdata)
+packages=(pkg-config cmake libopus-dev espeak-ng mesa-vulkan-drivers libvulkan1 pocketsphinx-testdata)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,6 +2,8 @@
 //! land) the streaming stages and the frame scheduler.
 
 pub mod device;
+pub mod asr;
+pub mod audio;
 pub mod features;
 pub mod gpu;
 pub mod models;
