@@ -6,9 +6,11 @@
 #   libopus-dev                      Opus codec (WebRTC media, Ogg-Opus uploads)
 #   espeak-ng                        text to phonemes for the voice, and test speech (run as a process, never linked)
 #   pocketsphinx-testdata            real read speech (LibriVox clips) for the audio tests
+#   opus-tools, flac, lame,          real encoders: the upload tests make Ogg-Opus, FLAC, MP3 and
+#   vorbis-tools                     Ogg-Vorbis files with them
 set -euo pipefail
 
-packages=(pkg-config cmake libopus-dev espeak-ng mesa-vulkan-drivers libvulkan1 pocketsphinx-testdata)
+packages=(pkg-config cmake libopus-dev espeak-ng mesa-vulkan-drivers libvulkan1 pocketsphinx-testdata opus-tools flac lame vorbis-tools)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,6 +7,7 @@ pub mod audio;
 pub mod features;
 pub mod gpu;
 pub mod models;
+pub mod turn;
 pub mod vad;
 
 pub use device::{DeviceError, DeviceRequest, Devices, Primary};

@@ -280,6 +280,8 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
             upload_root,
             max_upload_bytes: args.max_upload_mb.saturating_mul(1 << 20),
             models: std::sync::Arc::new(manifest.clone()),
+            // No recogniser is loaded yet: /v1/audio/transcriptions answers 503.
+            speech: None,
         }),
         host: host.clone(),
     };

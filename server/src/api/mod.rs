@@ -2,6 +2,7 @@
 //! webhook deliveries, with `x-api-key` auth, `{error, message}` errors and
 //! an OpenAPI document generated from the code.
 
+pub mod audio;
 mod conversations;
 mod openapi;
 mod personas;
@@ -39,6 +40,8 @@ pub struct ApiConfig {
     pub max_upload_bytes: usize,
     /// The models this host can load (personas may name them).
     pub models: Arc<tete_engine::models::Manifest>,
+    /// The resident speech recogniser behind `/v1/audio/transcriptions` (503 without one).
+    pub speech: Option<audio::Recogniser>,
 }
 
 /// What the API handlers share.
@@ -194,31 +197,35 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn require_key(State(api): State<Api>, request: Request, next: Next) -> Response {
-    let Some(key) = presented_key(request.headers()) else {
-        return ApiError::new(
+/// Checks the key a request presents against `TETE_API_KEY` and the stored keys.
+async fn authenticate(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(key) = presented_key(headers) else {
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing API key: send it in the x-api-key header",
-        )
-        .into_response();
+        ));
     };
     let env_ok = api.config.api_key.as_deref().is_some_and(|k| constant_time_eq(k.as_bytes(), key.as_bytes()));
-    let ok = env_ok
-        || match api.db().api_key_valid(key).await {
-            Ok(ok) => ok,
-            Err(e) => return ApiError::from(e).into_response(),
-        };
-    if !ok {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid or revoked API key").into_response();
+    if env_ok || api.db().api_key_valid(key).await? {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid or revoked API key"))
     }
-    next.run(request).await
+}
+
+async fn require_key(State(api): State<Api>, request: Request, next: Next) -> Response {
+    match authenticate(&api, request.headers()).await {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Largest JSON body accepted.
 pub const MAX_JSON_BYTES: usize = 1 << 20;
 
-/// The `/v2` routes (auth required) and `/v2/openapi.json` (public).
+/// The `/v2` routes (auth required), `/v2/openapi.json` (public) and the
+/// OpenAI-compatible `/v1` routes (auth required).
 pub fn router(api: Api) -> Router {
     let max_upload = api.config.max_upload_bytes;
     let authed = Router::new()
@@ -228,7 +235,7 @@ pub fn router(api: Api) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BYTES))
         .merge(replicas::routes().layer(axum::extract::DefaultBodyLimit::max(max_upload + 64 * 1024)))
         .layer(middleware::from_fn_with_state(api.clone(), require_key));
-    Router::new().nest("/v2", authed.merge(openapi::routes()).with_state(api))
+    Router::new().nest("/v2", authed.merge(openapi::routes()).with_state(api.clone())).merge(audio::routes(api))
 }
 
 /// Rejects callback URLs that are not http(s), or (when configured) that

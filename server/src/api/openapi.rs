@@ -13,9 +13,10 @@ use super::Api;
         super::personas::create, super::personas::get_one, super::personas::list_all, super::personas::patch, super::personas::delete,
         super::replicas::create, super::replicas::get_one, super::replicas::list_all, super::replicas::rename, super::replicas::delete,
         super::conversations::create, super::conversations::get_one, super::conversations::list_all, super::conversations::end,
-        super::conversations::delete, super::webhooks::list_all,
+        super::conversations::delete, super::webhooks::list_all, super::audio::transcriptions,
     ),
-    components(schemas(super::ErrorBody, super::personas::Persona, super::replicas::CreateReplica, super::conversations::CreateConversation)),
+    components(schemas(super::ErrorBody, super::personas::Persona, super::replicas::CreateReplica, super::conversations::CreateConversation,
+        super::audio::TranscriptionVerbose)),
     modifiers(&ApiKeyAuth),
     security(("api_key" = [])),
 )]

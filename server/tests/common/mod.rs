@@ -102,6 +102,7 @@ pub async fn app_with(url: &str, tweak: impl FnOnce(&mut ApiConfig)) -> TestApp 
         upload_root: upload_root.path().to_path_buf(),
         max_upload_bytes: 1 << 20,
         models: Arc::new(tete_engine::models::Manifest::embedded().unwrap()),
+        speech: None,
     };
     tweak(&mut config);
     let api = Api { config: Arc::new(config), host };
