@@ -1,11 +1,12 @@
 //! The tete inference engine: device selection, model packs, and (as they
 //! land) the streaming stages and the frame scheduler.
 
-pub mod device;
 pub mod asr;
 pub mod audio;
+pub mod device;
 pub mod features;
 pub mod gpu;
+pub mod hearing;
 pub mod models;
 pub mod turn;
 pub mod vad;

@@ -4,6 +4,16 @@
 //! conversation loop, `/v1/audio/transcriptions`): 16 kHz mono f32 in,
 //! text with segment timestamps out.
 
+mod decode;
+mod model;
+pub mod streaming;
+mod weights;
+mod whisper;
+mod window;
+
+pub use streaming::{Partial, StreamingConfig, StreamingTranscriber};
+pub use whisper::{DEFAULT_PAD_FRAMES, DecoderWeights, EncoderWindow, Whisper, WhisperConfig, WhisperOptions};
+
 /// Sample rate every recogniser takes.
 pub const SAMPLE_RATE: u32 = 16_000;
 
