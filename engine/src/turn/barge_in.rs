@@ -116,6 +116,8 @@ pub struct BargeIn {
     user_speaking: bool,
     state: State,
     text: String,
+    /// End of the last chunk the VAD scored as speech.
+    voiced_until: u64,
 }
 
 impl BargeIn {
@@ -126,6 +128,7 @@ impl BargeIn {
             user_speaking: false,
             state: State::Quiet,
             text: String::new(),
+            voiced_until: 0,
         }
     }
 
@@ -143,6 +146,7 @@ impl BargeIn {
     /// The VAD heard user speech begin at sample `at` (echo already removed).
     pub fn speech_started(&mut self, at: u64) {
         self.user_speaking = true;
+        self.voiced_until = self.voiced_until.max(at);
         self.text.clear();
         if self.replica_speaking && self.state == State::Quiet {
             self.state = State::Onset { onset: at };
@@ -163,6 +167,12 @@ impl BargeIn {
         decision
     }
 
+    /// The VAD scored the chunk ending at sample `end` as speech. Speech
+    /// counts as long only by its voiced time, not by the VAD's hangover.
+    pub fn voiced(&mut self, end: u64) {
+        self.voiced_until = self.voiced_until.max(end);
+    }
+
     /// The streaming recogniser's current text for this stretch of speech.
     pub fn transcript(&mut self, text: &str, now: u64) -> BargeInDecision {
         self.text.clear();
@@ -179,7 +189,7 @@ impl BargeIn {
                 self.poll(now).max_with(BargeInDecision::Hold)
             }
             State::Holding { onset } => {
-                let long = ms(now.saturating_sub(onset)) >= l.confirm_ms;
+                let long = ms(self.voiced_until.min(now).saturating_sub(onset)) >= l.confirm_ms;
                 if long || content_words(&self.text) >= l.confirm_words {
                     self.state = State::Done;
                     BargeInDecision::Interrupt
@@ -206,6 +216,7 @@ impl BargeIn {
         self.user_speaking = false;
         self.state = State::Quiet;
         self.text.clear();
+        self.voiced_until = 0;
     }
 }
 
@@ -260,6 +271,7 @@ mod tests {
         for b in [&mut high, &mut low] {
             b.replica_speaking(true);
             b.speech_started(0);
+            b.voiced(2000 * S);
         }
         assert_eq!(high.poll(200 * S), BargeInDecision::Hold);
         assert_eq!(low.poll(200 * S), BargeInDecision::None);
@@ -267,6 +279,17 @@ mod tests {
         assert_eq!(low.poll(700 * S), BargeInDecision::Hold);
         assert_eq!(low.transcript("no wait", 900 * S), BargeInDecision::None, "low needs three words");
         assert_eq!(low.poll(1600 * S), BargeInDecision::Interrupt);
+    }
+
+    #[test]
+    fn only_voiced_time_makes_speech_long() {
+        let mut b = BargeIn::new(Interruptibility::High);
+        b.replica_speaking(true);
+        b.speech_started(0);
+        b.voiced(600 * S); // then the VAD's hangover, still "speaking"
+        assert_eq!(b.poll(300 * S), BargeInDecision::Hold);
+        assert_eq!(b.poll(800 * S), BargeInDecision::None);
+        assert_eq!(b.speech_stopped(), BargeInDecision::Resume);
     }
 
     #[test]

@@ -216,7 +216,7 @@ impl Weights {
         if !(scale.is_finite() && scale > 0.0) || !(0.0..=255.0).contains(&zero) || zero.fract() != 0.0 {
             return Err(TurnModelError::Missing(format!("a positive {point}_scale and a uint8 {point}_zero_point")));
         }
-        Ok(FakeQuant { scale, zero })
+        Ok(FakeQuant::new(scale, zero as u8))
     }
 
     /// A linear layer whose matmul output is quantized before the bias is added.

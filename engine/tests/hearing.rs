@@ -1,0 +1,157 @@
+//! A session's hearing end to end on the real models: read speech becomes
+//! partials and a final transcript at the end of the turn; over the
+//! replica's voice a backchannel holds and resumes, a real interruption
+//! interrupts and becomes the user's turn, and the replica's own echo is not
+//! heard as the user.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use candle_core::Device;
+use tete_engine::asr::Whisper;
+use tete_engine::hearing::{HearingConfig, HearingEvent, HearingModels, HearingSession};
+use tete_engine::models::{Manifest, Store, convert::OUTPUT, default_home};
+use tete_engine::turn::{BargeInDecision, Interruptibility, Patience, SmartTurn};
+use tete_engine::vad::SileroVad;
+
+const LIBRIVOX: &str = "/usr/share/pocketsphinx/test/data/librivox";
+
+fn models() -> HearingModels {
+    let manifest = Manifest::embedded().unwrap();
+    let store = Store::new(default_home());
+    let dir = |id: &str| store.model_dir(&manifest.model(id).unwrap().id);
+    HearingModels {
+        vad: Arc::new(SileroVad::load(&dir("silero-vad").join(OUTPUT), &Device::Cpu).unwrap_or_else(|e| missing(e))),
+        turn: Some(Arc::new(
+            SmartTurn::load(&dir("smart-turn-v3.2").join(OUTPUT), &Device::Cpu).unwrap_or_else(|e| missing(e)),
+        )),
+        asr: Arc::new(Whisper::load(&dir("whisper-tiny.en"), &Device::Cpu).unwrap_or_else(|e| missing(e))),
+    }
+}
+
+fn missing<T>(e: impl std::fmt::Display) -> T {
+    panic!("{e}: run `tete models fetch` first")
+}
+
+fn wav_16k(path: &str) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e} (apt-get install pocketsphinx-testdata)"));
+    let data = bytes.windows(4).position(|w| w == b"data").expect("a data chunk") + 8;
+    bytes[data..].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0).collect()
+}
+
+fn speak(text: &str) -> Vec<f32> {
+    let out = Command::new("espeak-ng").args(["--stdout", text]).output().expect("espeak-ng (scripts/setup-system.sh)");
+    assert!(out.status.success());
+    let wav = &out.stdout;
+    let rate = u32::from_le_bytes(wav[24..28].try_into().unwrap());
+    let data = wav.windows(4).position(|w| w == b"data").expect("a data chunk") + 8;
+    let pcm: Vec<f32> =
+        wav[data..].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0).collect();
+    tete_engine::audio::resample(&pcm, rate, 16_000).unwrap()
+}
+
+/// Feeds `heard` (and `played`, sample for sample) in 20 ms frames.
+fn run(
+    session: &mut HearingSession,
+    models: &HearingModels,
+    heard: &[f32],
+    played: Option<&[f32]>,
+) -> Vec<HearingEvent> {
+    let mut events = Vec::new();
+    for (i, frame) in heard.chunks(320).enumerate() {
+        if let Some(played) = played {
+            let at = (i * 320).min(played.len());
+            session.push_played(&played[at..(at + frame.len()).min(played.len())]);
+        }
+        events.extend(session.push_heard(models, frame).unwrap());
+    }
+    events
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|w| w.chars().filter(|c| c.is_alphanumeric() || *c == '\'').collect::<String>().to_lowercase())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+#[test]
+fn read_speech_gives_partials_and_a_final_transcript_at_the_end_of_the_turn() {
+    let models = models();
+    let config = HearingConfig { patience: Patience::High, ..Default::default() };
+    let mut session = HearingSession::new(&models, config).unwrap();
+    let mut audio = vec![0.0; 8_000];
+    audio.extend(speak("What time does the museum open on Sunday? I would like to visit with my family."));
+    audio.extend(vec![0.0; 56_000]);
+    let events = run(&mut session, &models, &audio, None);
+    let partials: Vec<u64> =
+        events.iter().filter_map(|e| if let HearingEvent::Partial(p) = e { Some(p.seq) } else { None }).collect();
+    assert!(partials.len() >= 2, "partials while the user speaks: {events:?}");
+    assert!(partials.windows(2).all(|w| w[0] < w[1]), "seq increases: {partials:?}");
+    let finals: Vec<String> = events
+        .iter()
+        .filter_map(|e| {
+            if let HearingEvent::EndOfTurn { transcript, .. } = e { Some(transcript.text.clone()) } else { None }
+        })
+        .collect();
+    println!("events: {}, partials: {}, finals: {finals:?}", events.len(), partials.len());
+    let all = words(&finals.join(" "));
+    for w in ["museum", "open", "sunday", "visit", "family"] {
+        assert!(all.iter().any(|x| x == w), "{w:?} in {finals:?}");
+    }
+    assert!(matches!(events.last(), Some(HearingEvent::EndOfTurn { .. })), "the turn ended: {:?}", events.last());
+}
+
+#[test]
+fn over_the_replica_a_backchannel_resumes_and_an_interruption_interrupts() {
+    let models = models();
+    let config = HearingConfig { interruptibility: Interruptibility::High, ..Default::default() };
+    let mut session = HearingSession::new(&models, config).unwrap();
+    session.replica_speaking(true);
+    // Headphones: the replica's voice does not reach the microphone.
+    let mut heard = vec![0.0; 8_000];
+    heard.extend(speak("Mm-hm."));
+    heard.extend(vec![0.0; 24_000]);
+    let events = run(&mut session, &models, &heard, None);
+    let decisions: Vec<BargeInDecision> = events
+        .iter()
+        .filter_map(|e| if let HearingEvent::BargeIn { decision, .. } = e { Some(*decision) } else { None })
+        .collect();
+    println!("backchannel: {decisions:?} {events:?}");
+    assert!(!decisions.contains(&BargeInDecision::Interrupt), "a backchannel does not interrupt: {events:?}");
+    assert!(!events.iter().any(|e| matches!(e, HearingEvent::EndOfTurn { .. })), "nor becomes a turn: {events:?}");
+
+    let mut heard = speak("Wait, stop. I have a different question about my booking.");
+    heard.extend(vec![0.0; 40_000]);
+    let events = run(&mut session, &models, &heard, None);
+    let interrupt =
+        events.iter().position(|e| matches!(e, HearingEvent::BargeIn { decision: BargeInDecision::Interrupt, .. }));
+    let started = events.iter().find_map(|e| if let HearingEvent::SpeechStarted { at } = e { Some(*at) } else { None });
+    let Some(i) = interrupt else { panic!("a real interruption interrupts: {events:?}") };
+    let HearingEvent::BargeIn { at, .. } = events[i] else { unreachable!() };
+    println!("interruption decided {} ms after the speech onset", (at - started.unwrap()) / 16);
+    println!("{events:?}");
+    let last = events.last().unwrap();
+    let HearingEvent::EndOfTurn { transcript, .. } = last else {
+        panic!("the interruption is the user's turn: {last:?}")
+    };
+    assert!(words(&transcript.text).iter().any(|w| w == "question"), "{}", transcript.text);
+}
+
+#[test]
+fn the_replicas_own_echo_is_not_the_user() {
+    let models = models();
+    let config = HearingConfig { interruptibility: Interruptibility::High, ..Default::default() };
+    let mut session = HearingSession::new(&models, config).unwrap();
+    session.replica_speaking(true);
+    let played = wav_16k(&format!("{LIBRIVOX}/sense_and_sensibility_01_austen_64kb-0880.wav"));
+    let delay = 16 * 120;
+    let echo: Vec<f32> = (0..played.len()).map(|i| if i >= delay { 0.3 * played[i - delay] } else { 0.0 }).collect();
+    let events = run(&mut session, &models, &echo, Some(&played));
+    println!("echo events: {events:?}");
+    assert!(
+        !events.iter().any(|e| matches!(e, HearingEvent::BargeIn { decision: BargeInDecision::Interrupt, .. })),
+        "the replica does not interrupt itself: {events:?}"
+    );
+    assert!(!events.iter().any(|e| matches!(e, HearingEvent::EndOfTurn { .. })), "{events:?}");
+}
