@@ -88,6 +88,9 @@ pub struct ServeArgs {
     /// How long an attempt in flight reserves its delivery (at least twice the request timeout); after a crash it is retried once this has passed.
     #[arg(long, env = "TETE_WEBHOOK_LEASE_SECS", default_value_t = 60)]
     pub webhook_lease_secs: u64,
+    /// The resident speech recogniser (a Whisper model id of models.toml).
+    #[arg(long, env = "TETE_ASR_MODEL", default_value = "whisper-tiny.en")]
+    pub asr_model: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,6 +231,31 @@ async fn keys(global: &Global, cmd: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Loads the resident Whisper model (fetched by `tete models fetch`).
+async fn load_recogniser(
+    manifest: &Manifest,
+    store: &Store,
+    id: &str,
+    device: &candle_core::Device,
+) -> anyhow::Result<std::sync::Arc<dyn tete_engine::asr::SpeechToText>> {
+    let model = manifest.model(id)?;
+    if model.stage != "asr" {
+        anyhow::bail!("--asr-model {id}: that model is for the {} stage, not speech recognition", model.stage);
+    }
+    let state = store.state(model)?;
+    if !state.is_ready() {
+        anyhow::bail!("--asr-model {id} is not ready ({state}); run `tete models fetch {id}`");
+    }
+    let dir = store.model_dir(&model.id);
+    let device = device.clone();
+    let started = std::time::Instant::now();
+    let whisper = tokio::task::spawn_blocking(move || tete_engine::asr::Whisper::load(&dir, &device))
+        .await?
+        .with_context(|| format!("loading {id}"))?;
+    tracing::info!("speech recogniser {id} loaded in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(std::sync::Arc::new(whisper))
+}
+
 async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let manifest = manifest(global)?;
     let store = store(global);
@@ -246,6 +274,7 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     if !not_ready.is_empty() {
         anyhow::bail!("default models are not ready ({}); run `tete models fetch` first", not_ready.join("; "));
     }
+    let speech = load_recogniser(&manifest, &store, &args.asr_model, &devices.candle).await?;
     let db = database(global).await?;
     let listener = tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
@@ -280,8 +309,7 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
             upload_root,
             max_upload_bytes: args.max_upload_mb.saturating_mul(1 << 20),
             models: std::sync::Arc::new(manifest.clone()),
-            // No recogniser is loaded yet: /v1/audio/transcriptions answers 503.
-            speech: None,
+            speech: Some(crate::api::audio::Recogniser::new(speech)),
         }),
         host: host.clone(),
     };

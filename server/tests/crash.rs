@@ -4,59 +4,21 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{KEY, Receiver, eventually};
+use common::{KEY, Receiver, Server, eventually};
 use serde_json::{Value, json};
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Starts `tete serve` on a free loopback port with the given database. The
 /// models come from the default home (the test command fetches them).
 fn start(db_url: &str, uploads: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tete"))
-        .args(["serve", "--device", "cpu", "--bind", "127.0.0.1:0", "--database-url", db_url])
-        .arg("--upload-root")
-        .arg(uploads)
-        .args([
-            "--webhook-secret",
-            std::str::from_utf8(common::SECRET).unwrap(),
-            "--webhook-lease-secs",
-            "1",
-            "--webhook-timeout-secs",
-            "1",
-        ])
-        .args(["--webhook-retry-base-ms", "100", "--host-id", "crash-test-host"])
-        .env("TETE_API_KEY", KEY)
-        .env_remove("TETE_DATABASE_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting tete");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
-        let line = lines.next().expect("tete exited before serving").unwrap();
-        if let Some(rest) = line.strip_prefix("tete is serving on ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, base }
+    let secret = std::str::from_utf8(common::SECRET).unwrap();
+    let mut args = vec!["--database-url", db_url, "--upload-root", uploads.to_str().unwrap()];
+    args.extend(["--webhook-secret", secret, "--webhook-lease-secs", "1", "--webhook-timeout-secs", "1"]);
+    args.extend(["--webhook-retry-base-ms", "100", "--host-id", "crash-test-host"]);
+    common::serve(&args)
 }
 
 async fn call(base: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {

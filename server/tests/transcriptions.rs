@@ -443,3 +443,38 @@ async fn the_endpoint_is_in_the_openapi_document() {
         assert!(op["responses"].get(code).is_some(), "no {code} in {op}");
     }
 }
+
+/// The served binary loads the resident Whisper and transcribes read speech
+/// (a LibriVox clip of Debian's pocketsphinx-testdata) sent by an HTTP client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_recogniser_transcribes_read_speech() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = tete_server::db::Db::sqlite_url(dir.path());
+    let server = common::serve(&["--database-url", &db, "--upload-root", dir.path().to_str().unwrap()]);
+    let clip = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0930.wav";
+    let wav = std::fs::read(clip).unwrap_or_else(|e| panic!("{clip}: {e} (apt-get install pocketsphinx-testdata)"));
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(wav).file_name("clip.wav"))
+        .text("model", "whisper-1")
+        .text("response_format", "verbose_json");
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/audio/transcriptions", server.base))
+        .bearer_auth(KEY)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    let text = body["text"].as_str().unwrap().to_lowercase();
+    println!("{body}");
+    // The clip's line in the test data's `transcription` file; its longer words must be heard.
+    let expected = std::fs::read_to_string("/usr/share/pocketsphinx/test/data/librivox/transcription").unwrap();
+    let line = expected.lines().find(|l| l.contains("0930")).expect("the clip's transcript");
+    let reference: Vec<String> =
+        line.split('(').next().unwrap().split_whitespace().map(|w| w.to_lowercase()).filter(|w| w.len() > 4).collect();
+    let heard = reference.iter().filter(|w| text.contains(w.as_str())).count();
+    assert!(heard * 10 >= reference.len() * 8, "{heard} of {reference:?} in {text:?}");
+    assert!(body["segments"].as_array().is_some_and(|s| !s.is_empty()), "{body}");
+    assert_eq!(body["language"], "en");
+}

@@ -224,3 +224,44 @@ impl Receiver {
         self.got.lock().unwrap().iter().filter(|r| seen.insert(r.delivery_id.clone())).cloned().collect()
     }
 }
+
+/// A `tete serve` child process, killed (SIGKILL: no graceful shutdown) when dropped.
+pub struct Server {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `tete serve --device cpu` on a free loopback port with `args`
+/// added and the test key; returns once it says where it serves. The
+/// models come from the default home (the test command fetches them).
+pub fn serve(args: &[&str]) -> Server {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tete"))
+        .args(["serve", "--device", "cpu", "--bind", "127.0.0.1:0"])
+        .args(args)
+        .env("TETE_API_KEY", KEY)
+        .env_remove("TETE_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting tete");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let base = loop {
+        let line = lines.next().expect("tete exited before serving").unwrap();
+        if let Some(rest) = line.strip_prefix("tete is serving on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, base }
+}
