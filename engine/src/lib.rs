@@ -7,6 +7,7 @@ pub mod device;
 pub mod features;
 pub mod gpu;
 pub mod hearing;
+pub mod llm;
 pub mod models;
 pub mod turn;
 pub mod vad;

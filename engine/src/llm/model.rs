@@ -1,0 +1,256 @@
+//! Loading a GGUF model and running sessions over it.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use candle_transformers::models::{quantized_llama, quantized_qwen2};
+
+use super::LlmError;
+use super::gguf::{self, ChatTemplate, LlmTokenizer};
+
+/// The architectures this loader knows (`general.architecture`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Qwen2,
+}
+
+/// A model's forward state: its weights and, inside candle's struct, its KV cache.
+enum Backbone {
+    Llama(Box<quantized_llama::ModelWeights>),
+    /// candle's `quantized_qwen2::ModelWeights` is not `Clone`, so a qwen2
+    /// session holds weights of its own, read from the file when it starts.
+    Qwen2(Box<quantized_qwen2::ModelWeights>),
+}
+
+impl Backbone {
+    fn forward(&mut self, x: &Tensor, index_pos: usize) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Llama(m) => m.forward(x, index_pos),
+            Self::Qwen2(m) => m.forward(x, index_pos),
+        }
+    }
+}
+
+/// A loaded model: weights shared read-only by every session, with the
+/// tokenizer and chat template from the same file.
+pub struct LlmModel {
+    arch: Arch,
+    path: PathBuf,
+    device: Device,
+    /// The llama weights with an empty cache; sessions clone it.
+    llama: Option<quantized_llama::ModelWeights>,
+    tokenizer: LlmTokenizer,
+    template: ChatTemplate,
+    stops: Vec<u32>,
+    max_seq_len: usize,
+}
+
+impl LlmModel {
+    /// Reads `path` (a GGUF file); a bad or truncated file is an error naming what is wrong.
+    pub fn load(path: &Path, device: &Device) -> Result<Self, LlmError> {
+        let mut reader = BufReader::new(File::open(path)?);
+        let content = gguf::read_content(&mut reader)?;
+        let arch = match gguf::meta_str(&content, "general.architecture")? {
+            "llama" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            other => return Err(LlmError::Unsupported(format!("general.architecture = {other}"))),
+        };
+        let tokenizer = LlmTokenizer::from_gguf(&content)?;
+        let template = ChatTemplate::from_gguf(&content, &tokenizer)?;
+        let key = match arch {
+            Arch::Llama => "llama.context_length",
+            Arch::Qwen2 => "qwen2.context_length",
+        };
+        let context = gguf::meta(&content, key).and_then(|v| v.to_u32().map_err(|e| LlmError::Metadata(e.to_string())));
+        let max_seq_len = match arch {
+            // quantized_llama precomputes RoPE tables for MAX_SEQ_LEN positions only.
+            Arch::Llama => {
+                context.map_or(quantized_llama::MAX_SEQ_LEN, |c| (c as usize).min(quantized_llama::MAX_SEQ_LEN))
+            }
+            Arch::Qwen2 => context? as usize,
+        };
+        let llama = match arch {
+            Arch::Llama => Some(quantized_llama::ModelWeights::from_gguf(content, &mut reader, device)?),
+            Arch::Qwen2 => {
+                // Load once now so a bad file fails at load, not at the first session.
+                quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, device)?;
+                None
+            }
+        };
+        let mut stops = vec![tokenizer.eos];
+        stops.extend(["<|im_end|>", "<|endoftext|>"].iter().filter_map(|t| tokenizer.token_id(t)));
+        stops.sort_unstable();
+        stops.dedup();
+        Ok(Self {
+            arch,
+            path: path.to_path_buf(),
+            device: device.clone(),
+            llama,
+            tokenizer,
+            template,
+            stops,
+            max_seq_len,
+        })
+    }
+
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    pub fn tokenizer(&self) -> &LlmTokenizer {
+        &self.tokenizer
+    }
+
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    /// Token ids that end an answer (EOS, `<|im_end|>`, `<|endoftext|>` when present).
+    pub fn stop_tokens(&self) -> &[u32] {
+        &self.stops
+    }
+
+    /// Most positions a session can hold.
+    pub fn max_seq_len(&self) -> usize {
+        self.max_seq_len
+    }
+
+    fn backbone(&self) -> Result<Backbone, LlmError> {
+        match &self.llama {
+            Some(weights) => Ok(Backbone::Llama(Box::new(weights.clone()))),
+            None => {
+                let mut reader = BufReader::new(File::open(&self.path)?);
+                let content = gguf::read_content(&mut reader)?;
+                let weights = quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, &self.device)?;
+                Ok(Backbone::Qwen2(Box::new(weights)))
+            }
+        }
+    }
+
+    /// A session with an empty cache.
+    pub fn session(&self) -> Result<LlmSession, LlmError> {
+        Ok(LlmSession {
+            state: self.backbone()?,
+            tokens: Vec::new(),
+            logits: None,
+            device: self.device.clone(),
+            max_seq_len: self.max_seq_len,
+            vocab: self.tokenizer.vocab_size(),
+        })
+    }
+
+    /// Prefills `tokens` (a persona's system prompt) once; sessions started
+    /// from the result skip them. Needs a cloneable cache (llama).
+    pub fn prefix(&self, tokens: &[u32]) -> Result<Prefix, LlmError> {
+        if self.llama.is_none() {
+            return Err(LlmError::Unsupported(
+                "prompt-prefix reuse needs a cloneable model (candle's quantized_qwen2 is not)".into(),
+            ));
+        }
+        let mut session = self.session()?;
+        session.prefill(tokens)?;
+        Ok(Prefix { session })
+    }
+
+    /// A new session whose cache starts as a copy of `prefix`.
+    pub fn session_from(&self, prefix: &Prefix) -> Result<LlmSession, LlmError> {
+        prefix.fork()
+    }
+}
+
+/// A prefilled prompt prefix (e.g. a persona's system prompt).
+pub struct Prefix {
+    session: LlmSession,
+}
+
+impl Prefix {
+    pub fn tokens(&self) -> &[u32] {
+        &self.session.tokens
+    }
+
+    /// A session starting from this prefix: the cache tensors are shared
+    /// until the session appends (which makes new tensors).
+    pub fn fork(&self) -> Result<LlmSession, LlmError> {
+        let state = match &self.session.state {
+            Backbone::Llama(m) => Backbone::Llama(m.clone()),
+            Backbone::Qwen2(_) => return Err(LlmError::Unsupported("qwen2 sessions cannot be forked".into())),
+        };
+        Ok(LlmSession {
+            state,
+            tokens: self.session.tokens.clone(),
+            logits: self.session.logits.clone(),
+            device: self.session.device.clone(),
+            max_seq_len: self.session.max_seq_len,
+            vocab: self.session.vocab,
+        })
+    }
+}
+
+/// One conversation's decoding state: its KV cache and the tokens in it.
+pub struct LlmSession {
+    state: Backbone,
+    tokens: Vec<u32>,
+    /// Next-token logits after the last token fed.
+    logits: Option<Tensor>,
+    device: Device,
+    max_seq_len: usize,
+    vocab: usize,
+}
+
+impl LlmSession {
+    /// Tokens in the cache.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn pos(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Next-token logits (f32, vocabulary-sized) after the last token fed.
+    pub fn logits(&self) -> Option<&Tensor> {
+        self.logits.as_ref()
+    }
+
+    /// Feeds `tokens` after what the cache holds, in one forward; returns the next-token logits.
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<&Tensor, LlmError> {
+        if tokens.is_empty() {
+            return self.logits.as_ref().ok_or(LlmError::NoLogits);
+        }
+        let pos = self.tokens.len();
+        if pos + tokens.len() > self.max_seq_len {
+            return Err(LlmError::ContextFull { pos, adding: tokens.len(), max: self.max_seq_len });
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.vocab) {
+            return Err(LlmError::BadToken { id: bad, vocab: self.vocab });
+        }
+        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let logits = self.state.forward(&input, pos)?.squeeze(0)?.to_dtype(candle_core::DType::F32)?;
+        self.tokens.extend_from_slice(tokens);
+        Ok(self.logits.insert(logits))
+    }
+
+    /// Brings the cache to hold exactly `tokens`: when the cache is a prefix
+    /// of them only the rest is prefilled, otherwise everything is (candle's
+    /// cache cannot be cut back). Returns how many tokens were prefilled.
+    pub fn prefill_to(&mut self, tokens: &[u32]) -> Result<usize, LlmError> {
+        if tokens.starts_with(&self.tokens) && (tokens.len() > self.tokens.len() || self.logits.is_some()) {
+            let rest = tokens.len() - self.tokens.len();
+            self.prefill(&tokens[self.tokens.len()..])?;
+            return Ok(rest);
+        }
+        // index_pos 0 makes candle drop the old cache.
+        self.tokens.clear();
+        self.logits = None;
+        self.prefill(tokens)?;
+        Ok(tokens.len())
+    }
+
+    /// Feeds one token; returns the next-token logits.
+    pub fn step(&mut self, token: u32) -> Result<&Tensor, LlmError> {
+        self.prefill(&[token])
+    }
+}
