@@ -4,50 +4,24 @@
 //! interrupts and becomes the user's turn, and the replica's own echo is not
 //! heard as the user.
 
-use std::process::Command;
+mod common;
+
+use common::{LIBRIVOX, missing, model_dir, model_path, speak, wav_16k};
+
 use std::sync::Arc;
 
 use candle_core::Device;
 use tete_engine::asr::Whisper;
 use tete_engine::hearing::{HearingConfig, HearingEvent, HearingModels, HearingSession};
-use tete_engine::models::{Manifest, Store, convert::OUTPUT, default_home};
 use tete_engine::turn::{BargeInDecision, Interruptibility, Patience, SmartTurn};
 use tete_engine::vad::SileroVad;
 
-const LIBRIVOX: &str = "/usr/share/pocketsphinx/test/data/librivox";
-
 fn models() -> HearingModels {
-    let manifest = Manifest::embedded().unwrap();
-    let store = Store::new(default_home());
-    let dir = |id: &str| store.model_dir(&manifest.model(id).unwrap().id);
     HearingModels {
-        vad: Arc::new(SileroVad::load(&dir("silero-vad").join(OUTPUT), &Device::Cpu).unwrap_or_else(|e| missing(e))),
-        turn: Some(Arc::new(
-            SmartTurn::load(&dir("smart-turn-v3.2").join(OUTPUT), &Device::Cpu).unwrap_or_else(|e| missing(e)),
-        )),
-        asr: Arc::new(Whisper::load(&dir("whisper-tiny.en"), &Device::Cpu).unwrap_or_else(|e| missing(e))),
+        vad: Arc::new(SileroVad::load(&model_path("silero-vad"), &Device::Cpu).unwrap_or_else(missing)),
+        turn: Some(Arc::new(SmartTurn::load(&model_path("smart-turn-v3.2"), &Device::Cpu).unwrap_or_else(missing))),
+        asr: Arc::new(Whisper::load(&model_dir("whisper-tiny.en"), &Device::Cpu).unwrap_or_else(missing)),
     }
-}
-
-fn missing<T>(e: impl std::fmt::Display) -> T {
-    panic!("{e}: run `tete models fetch` first")
-}
-
-fn wav_16k(path: &str) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e} (apt-get install pocketsphinx-testdata)"));
-    let data = bytes.windows(4).position(|w| w == b"data").expect("a data chunk") + 8;
-    bytes[data..].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0).collect()
-}
-
-fn speak(text: &str) -> Vec<f32> {
-    let out = Command::new("espeak-ng").args(["--stdout", text]).output().expect("espeak-ng (scripts/setup-system.sh)");
-    assert!(out.status.success());
-    let wav = &out.stdout;
-    let rate = u32::from_le_bytes(wav[24..28].try_into().unwrap());
-    let data = wav.windows(4).position(|w| w == b"data").expect("a data chunk") + 8;
-    let pcm: Vec<f32> =
-        wav[data..].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0).collect();
-    tete_engine::audio::resample(&pcm, rate, 16_000).unwrap()
 }
 
 /// Feeds `heard` (and `played`, sample for sample) in 20 ms frames.

@@ -4,46 +4,19 @@
 //! sentence ends the turn, the same sentence broken off does not; the echo
 //! gate on real speech.
 
-use std::process::Command;
+mod common;
+
+use common::{LIBRIVOX, missing, model_path, speak, wav_16k};
+
 use std::sync::Arc;
 
 use candle_core::Device;
 use tete_engine::features::LogMelCpu;
-use tete_engine::models::{Manifest, Store, convert::OUTPUT, default_home};
 use tete_engine::turn::{EchoGate, EndReason, EndpointDetector, Patience, SmartTurn, TurnAction, TurnMode};
 use tete_engine::vad::{SileroVad, VadConfig, VadEvent, VadSession};
 
-const LIBRIVOX: &str = "/usr/share/pocketsphinx/test/data/librivox";
-
-fn model_path(id: &str) -> std::path::PathBuf {
-    let manifest = Manifest::embedded().unwrap();
-    Store::new(default_home()).model_dir(&manifest.model(id).unwrap().id).join(OUTPUT)
-}
-
 fn smart_turn() -> SmartTurn {
-    SmartTurn::load(&model_path("smart-turn-v3.2"), &Device::Cpu)
-        .unwrap_or_else(|e| panic!("{e}: run `tete models fetch` first"))
-}
-
-fn wav_16k(path: &str) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e} (apt-get install pocketsphinx-testdata)"));
-    let data = bytes.windows(4).position(|w| w == b"data").expect("a data chunk") + 8;
-    bytes[data..].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0).collect()
-}
-
-/// `text` spoken by espeak-ng (run as a process), at 16 kHz.
-fn speak(text: &str) -> Vec<f32> {
-    let out = Command::new("espeak-ng")
-        .args(["--stdout", text])
-        .output()
-        .unwrap_or_else(|e| panic!("espeak-ng: {e} (scripts/setup-system.sh installs it)"));
-    assert!(out.status.success(), "espeak-ng failed: {}", String::from_utf8_lossy(&out.stderr));
-    let wav = &out.stdout;
-    let rate = u32::from_le_bytes(wav[24..28].try_into().unwrap());
-    let data = wav.windows(4).position(|w| w == b"data").expect("a data chunk") + 8;
-    let pcm: Vec<f32> =
-        wav[data..].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0).collect();
-    tete_engine::audio::resample(&pcm, rate, 16_000).unwrap()
+    SmartTurn::load(&model_path("smart-turn-v3.2"), &Device::Cpu).unwrap_or_else(missing)
 }
 
 #[test]
@@ -51,7 +24,8 @@ fn probabilities_match_onnxruntime_on_read_speech() {
     let model = smart_turn();
     let mut mel = LogMelCpu::new();
     let fixture: serde_json::Value = serde_json::from_str(include_str!("fixtures/smart_turn_librivox.json")).unwrap();
-    let (mut worst, mut worst_fused, mut agree_fused, mut cases) = (0.0f32, 0.0f32, 0, 0);
+    let logit = |p: f32| (p / (1.0 - p)).ln();
+    let (mut worst, mut worst_fused, mut agree_fused, mut cases, mut logit_sum) = (0.0f32, 0.0f32, 0, 0, 0.0f32);
     for case in fixture["cases"].as_array().unwrap() {
         let clip = wav_16k(&format!("{LIBRIVOX}/{}", case["clip"].as_str().unwrap()));
         let end = case["end"].as_u64().unwrap() as usize;
@@ -64,19 +38,17 @@ fn probabilities_match_onnxruntime_on_read_speech() {
             end as f32 / 16_000.0
         );
         // Against the graph's own semantics (Q/DQ pairs executed as written).
-        // Activations round to uint8 at 78 points, so a feature 1e-5 away or
-        // a sum in another order lands one step off and carries on; the
-        // fused kernels show how far that goes. Bound: 1.0 in logit, and the
-        // same verdict wherever the reference is clear of the threshold.
-        let logit = |p: f32| (p / (1.0 - p)).ln();
-        assert!(
-            (logit(got) - logit(want)).abs() < 1.0,
-            "{} at sample {end}: candle {got}, onnxruntime {want}",
-            case["clip"]
-        );
+        // Activations round to uint8 at 78 points, so a sum in another order
+        // lands one step off and carries on: onnxruntime's own two ways of
+        // running this graph differ by up to 2.8 in logit on these cases.
+        // Bound: 2.0 per case, 0.6 on average, and the same verdict wherever
+        // the reference is clear of the threshold.
+        let diff = (logit(got) - logit(want)).abs();
+        assert!(diff < 2.0, "{} at sample {end}: candle {got}, onnxruntime {want}", case["clip"]);
         if (want - 0.5).abs() > 0.15 {
             assert_eq!(got > 0.5, want > 0.5, "{} at sample {end}: the verdict agrees", case["clip"]);
         }
+        logit_sum += diff;
         worst = worst.max((got - want).abs());
         worst_fused = worst_fused.max((got - fused).abs());
         agree_fused += usize::from((got > 0.5) == (fused > 0.5));
@@ -86,6 +58,9 @@ fn probabilities_match_onnxruntime_on_read_speech() {
         "largest difference: {worst:.4} from the graph's semantics, {worst_fused:.4} from onnxruntime's fused kernels"
     );
     println!("verdicts agreeing with the fused kernels: {agree_fused} of {cases}");
+    let mean = logit_sum / cases as f32;
+    println!("mean logit difference from the graph's semantics: {mean:.3}");
+    assert!(mean < 0.6, "mean logit difference {mean}");
 }
 
 /// Runs a spoken turn followed by 2.5 s of silence through VAD and the

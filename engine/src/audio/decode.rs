@@ -333,6 +333,7 @@ fn decode_symphonia(bytes: &[u8], out: &mut Output<'_>) -> Result<AudioFormat, D
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audio::measure::tone;
     use std::f64::consts::PI;
     use std::path::Path;
     use std::process::Command;
@@ -399,21 +400,6 @@ mod tests {
     }
     fn vorbis(w: &[u8]) -> Vec<u8> {
         encode("oggenc", &["--quiet", "-q", "6"], w, "out.ogg")
-    }
-
-    /// Amplitude and phase lag (in samples) of the `freq` component, Hann-windowed.
-    fn tone(x: &[f32], rate: u32, freq: f64) -> (f64, f64) {
-        let n = x.len();
-        let (mut re, mut im, mut wsum) = (0.0, 0.0, 0.0);
-        for (i, &v) in x.iter().enumerate() {
-            let w = 0.5 - 0.5 * (2.0 * PI * i as f64 / n as f64).cos();
-            let ph = 2.0 * PI * freq * i as f64 / rate as f64;
-            re += w * v as f64 * ph.cos();
-            im += w * v as f64 * ph.sin();
-            wsum += w;
-        }
-        let lag = -re.atan2(im) / (2.0 * PI * freq) * rate as f64;
-        (2.0 * (re * re + im * im).sqrt() / wsum, lag)
     }
 
     fn speech() -> (Vec<u8>, Vec<f32>) {

@@ -263,19 +263,8 @@ mod tests {
         (0..n).map(|i| (amp * (2.0 * PI * freq * i as f64 / rate as f64).sin()) as f32).collect()
     }
 
-    /// Amplitude of the `freq` component of `x` (a single DFT bin with a Hann
-    /// window, scaled so that a full-scale sine at `freq` reads 1).
     fn amplitude(x: &[f32], rate: u32, freq: f64) -> f64 {
-        let n = x.len();
-        let (mut re, mut im, mut wsum) = (0.0, 0.0, 0.0);
-        for (i, &v) in x.iter().enumerate() {
-            let w = 0.5 - 0.5 * (2.0 * PI * i as f64 / n as f64).cos();
-            let ph = 2.0 * PI * freq * i as f64 / rate as f64;
-            re += w * v as f64 * ph.cos();
-            im += w * v as f64 * ph.sin();
-            wsum += w;
-        }
-        2.0 * (re * re + im * im).sqrt() / wsum
+        crate::audio::measure::tone(x, rate, freq).0
     }
 
     fn rms(x: &[f32]) -> f64 {

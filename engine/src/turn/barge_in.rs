@@ -8,30 +8,10 @@
 //! does; it is released, and the replica resumes, when the speech ends as a
 //! backchannel. Low interruptibility waits longer and needs more words.
 
-use std::str::FromStr;
-
-use super::{LevelError, ms, samples};
+use super::{Level, ms, samples};
 
 /// How readily the replica lets itself be interrupted (`replica_interruptibility`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Interruptibility {
-    Low,
-    #[default]
-    Medium,
-    High,
-}
-
-impl FromStr for Interruptibility {
-    type Err = LevelError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "low" => Ok(Self::Low),
-            "medium" => Ok(Self::Medium),
-            "high" => Ok(Self::High),
-            other => Err(LevelError(other.into())),
-        }
-    }
-}
+pub type Interruptibility = Level;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Levels {
@@ -43,13 +23,11 @@ struct Levels {
     confirm_words: usize,
 }
 
-impl Interruptibility {
-    fn levels(self) -> Levels {
-        match self {
-            Self::High => Levels { hold_ms: 200, confirm_ms: 700, confirm_words: 1 },
-            Self::Medium => Levels { hold_ms: 300, confirm_ms: 1000, confirm_words: 2 },
-            Self::Low => Levels { hold_ms: 500, confirm_ms: 1600, confirm_words: 3 },
-        }
+fn levels(interruptibility: Interruptibility) -> Levels {
+    match interruptibility {
+        Level::High => Levels { hold_ms: 200, confirm_ms: 700, confirm_words: 1 },
+        Level::Medium => Levels { hold_ms: 300, confirm_ms: 1000, confirm_words: 2 },
+        Level::Low => Levels { hold_ms: 500, confirm_ms: 1600, confirm_words: 3 },
     }
 }
 
@@ -123,7 +101,7 @@ pub struct BargeIn {
 impl BargeIn {
     pub fn new(interruptibility: Interruptibility) -> Self {
         Self {
-            levels: interruptibility.levels(),
+            levels: levels(interruptibility),
             replica_speaking: false,
             user_speaking: false,
             state: State::Quiet,

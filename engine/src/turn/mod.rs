@@ -35,21 +35,24 @@ pub enum TurnMode {
     Silence,
 }
 
-/// How long the replica waits before taking its turn (`turn_taking_patience`).
+/// A `low | medium | high` persona setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Patience {
+pub enum Level {
     Low,
     #[default]
     Medium,
     High,
 }
 
+/// How long the replica waits before taking its turn (`turn_taking_patience`).
+pub type Patience = Level;
+
 /// A `low | medium | high` setting that did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not one of low, medium, high")]
 pub struct LevelError(pub String);
 
-impl FromStr for Patience {
+impl FromStr for Level {
     type Err = LevelError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {

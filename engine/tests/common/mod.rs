@@ -1,0 +1,50 @@
+//! What the engine's model tests share: where the fetched models are, real
+//! speech from Debian's packages, and sentences spoken by espeak-ng.
+
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use tete_engine::models::{Manifest, Store, convert::OUTPUT, default_home};
+
+/// The LibriVox clips of pocketsphinx-testdata (16 kHz mono 16-bit WAV).
+pub const LIBRIVOX: &str = "/usr/share/pocketsphinx/test/data/librivox";
+
+/// The folder of a fetched model.
+pub fn model_dir(id: &str) -> PathBuf {
+    let manifest = Manifest::embedded().unwrap();
+    Store::new(default_home()).model_dir(&manifest.model(id).unwrap().id)
+}
+
+/// The converted weights of a fetched model.
+pub fn model_path(id: &str) -> PathBuf {
+    model_dir(id).join(OUTPUT)
+}
+
+/// For `unwrap_or_else` on a model load: says how to get the models.
+pub fn missing<T>(e: impl std::fmt::Display) -> T {
+    panic!("{e}: run `tete models fetch` first")
+}
+
+/// A 16 kHz mono 16-bit WAV file as f32 in [-1, 1].
+pub fn wav_16k(path: &str) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e} (apt-get install pocketsphinx-testdata)"));
+    let data = bytes.windows(4).position(|w| w == b"data").expect("a data chunk") + 8;
+    bytes[data..].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0).collect()
+}
+
+/// `text` spoken by espeak-ng (run as a process), at 16 kHz.
+pub fn speak(text: &str) -> Vec<f32> {
+    let out = Command::new("espeak-ng")
+        .args(["--stdout", text])
+        .output()
+        .unwrap_or_else(|e| panic!("espeak-ng: {e} (scripts/setup-system.sh installs it)"));
+    assert!(out.status.success(), "espeak-ng failed: {}", String::from_utf8_lossy(&out.stderr));
+    let wav = &out.stdout;
+    let rate = u32::from_le_bytes(wav[24..28].try_into().unwrap());
+    let data = wav.windows(4).position(|w| w == b"data").expect("a data chunk") + 8;
+    let pcm: Vec<f32> =
+        wav[data..].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0).collect();
+    tete_engine::audio::resample(&pcm, rate, 16_000).unwrap()
+}
