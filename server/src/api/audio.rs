@@ -209,8 +209,9 @@ pub fn routes(api: Api) -> Router {
     let limit = upload_limit(&api);
     Router::new()
         .route("/v1/audio/transcriptions", post(transcriptions))
-        .layer(DefaultBodyLimit::max(limit + FORM_OVERHEAD))
-        .layer(middleware::from_fn_with_state(api.clone(), require_key))
+        // Route layers: unknown paths stay 404 for everyone.
+        .route_layer(DefaultBodyLimit::max(limit + FORM_OVERHEAD))
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_key))
         .with_state(api)
 }
 
