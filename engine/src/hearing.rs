@@ -210,7 +210,10 @@ impl HearingSession {
         if !self.in_turn {
             return Ok(events);
         }
-        if let Some(partial) = self.asr.step(&models.asr)? {
+        // During a pause the turn was decoded when it began; silence adds
+        // nothing, and keeping that decode makes the final instant.
+        let partial = if self.pause_len.is_some() { None } else { self.asr.step(&models.asr)? };
+        if let Some(partial) = partial {
             // Whisper makes words up on a fraction of a second of humming:
             // only a confident decode may confirm an interruption by its words.
             let confident = partial.avg_logprob > MIN_LOGPROB && partial.no_speech_prob < MAX_NO_SPEECH;

@@ -174,7 +174,7 @@ impl FakeQuant {
         // Ties round to even, as QuantizeLinear specifies.
         let tie = (&y - y.floor()?)?.eq(0.5)?;
         let rounded = tie.where_cond(&((&y * 0.5)?.round()? * 2.0)?, &y.round()?)?;
-        (((rounded + z)?.clamp(0.0, 255.0)? - z)? * s)
+        ((rounded + z)?.clamp(0.0, 255.0)? - z)? * s
     }
 }
 
