@@ -1,0 +1,2 @@
+//! Speaking: text → phonemes → Piper VITS audio, with phoneme/viseme timings.
+pub mod vits;
