@@ -1,2 +1,8 @@
 //! Speaking: text → phonemes → Piper VITS audio, with phoneme/viseme timings.
+pub mod phonemize;
+pub mod viseme;
 pub mod vits;
+
+/// Latent frames in the first streamed chunk of a sentence (16 · 256 samples,
+/// 186 ms at 22.05 kHz): small, so the first audio leaves early.
+pub const FIRST_CHUNK_FRAMES: usize = 16;

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use candle_nn::{Conv1d, Conv1dConfig, ConvTranspose1d, ConvTranspose1dConfig, LayerNorm, Module};
+use candle_nn::{ConvTranspose1d, ConvTranspose1dConfig, LayerNorm, Module};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -139,16 +139,73 @@ impl Weights {
         dilation: usize,
         groups: usize,
     ) -> Result<Conv1d, VitsError> {
-        let (out, _, kernel) = weight.dims3()?;
+        let (out, _, _) = weight.dims3()?;
         let bias = bias.map(|name| self.take(name, &[out])).transpose()?;
-        let config = Conv1dConfig { padding: dilation * (kernel - 1) / 2, dilation, groups, ..Default::default() };
-        Ok(Conv1d::new(weight, bias, config))
+        Ok(Conv1d::new(&weight, bias, dilation, groups)?)
     }
 
     fn norm(&mut self, prefix: &str) -> Result<ChannelNorm, VitsError> {
         let gamma = self.take(&format!("{prefix}.gamma"), &[HIDDEN])?;
         let beta = self.take(&format!("{prefix}.beta"), &[HIDDEN])?;
         Ok(ChannelNorm(LayerNorm::new(gamma, beta, LN_EPS)))
+    }
+}
+
+/// A "same"-padded 1-D convolution over `(1, C, L)`, as one matrix product:
+/// the taps of the zero-padded input are stacked by rows (contiguous row
+/// copies) and multiplied by the weight laid out tap-major, which gives the
+/// output directly in `(C_out, L)` order. Depthwise convolutions (one group
+/// per channel) are a sum of shifted, per-channel scaled inputs. Both avoid
+/// candle's element-wise im2col and its transposed result, which cost more
+/// than the products themselves on this voice's long, narrow decoder tensors.
+struct Conv1d {
+    /// `(C_out, kernel · C_in)` tap-major; for a depthwise conv `(kernel, C, 1)`.
+    weight: Tensor,
+    bias: Option<Tensor>,
+    kernel: usize,
+    dilation: usize,
+    depthwise: bool,
+}
+
+impl Conv1d {
+    fn new(weight: &Tensor, bias: Option<Tensor>, dilation: usize, groups: usize) -> candle_core::Result<Self> {
+        let (out, per_group, kernel) = weight.dims3()?;
+        let depthwise = groups > 1;
+        if depthwise && (groups != out || per_group != 1) {
+            candle_core::bail!("only depthwise grouped convolutions are supported, got {groups} groups");
+        }
+        let weight = if depthwise {
+            weight.permute((2, 0, 1))?.contiguous()? // (kernel, C, 1)
+        } else {
+            weight.permute((0, 2, 1))?.contiguous()?.reshape((out, kernel * per_group))?
+        };
+        let bias = bias.map(|b| b.reshape((out, 1))).transpose()?;
+        Ok(Self { weight, bias, kernel, dilation, depthwise })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let x = x.squeeze(0)?;
+        let len = x.dim(1)?;
+        let pad = self.dilation * (self.kernel - 1) / 2;
+        let padded = if pad > 0 { x.pad_with_zeros(1, pad, pad)? } else { x };
+        let tap = |j: usize| padded.narrow(1, j * self.dilation, len);
+        let y = if self.depthwise {
+            let mut y = tap(0)?.broadcast_mul(&self.weight.get(0)?)?;
+            for j in 1..self.kernel {
+                y = (y + tap(j)?.broadcast_mul(&self.weight.get(j)?)?)?;
+            }
+            y
+        } else if self.kernel == 1 {
+            self.weight.matmul(&padded)?
+        } else {
+            let taps = (0..self.kernel).map(tap).collect::<candle_core::Result<Vec<_>>>()?;
+            self.weight.matmul(&Tensor::cat(&taps, 0)?)?
+        };
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        y.unsqueeze(0)
     }
 }
 
@@ -598,17 +655,18 @@ fn leaky_relu(x: &Tensor, slope: f64) -> candle_core::Result<Tensor> {
     x.maximum(&(x * slope)?)
 }
 
-/// A sentence ready to decode: its latent and the frames given to each id.
+/// A sentence ready to decode: the latent prior (before the flow) and the
+/// frames given to each id.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    latent: Tensor,
+    prior: Tensor,
     /// Output frames ([`HOP`] samples each) per input phoneme id.
     pub durations: Vec<u32>,
 }
 
 impl Prepared {
     pub fn frames(&self) -> usize {
-        self.latent.dim(2).unwrap_or(0)
+        self.prior.dim(2).unwrap_or(0)
     }
 }
 
@@ -627,9 +685,11 @@ impl std::fmt::Debug for Vits {
     }
 }
 
-/// Latent frames of context decoded on each side of a chunk: more than the
-/// decoder's receptive field, so chunks join without seams.
-pub const CHUNK_CONTEXT: usize = 24;
+/// Latent frames of context the decoder needs on each side of a chunk (its
+/// receptive field is about ±11 frames), so chunks join without seams.
+pub const DECODER_CONTEXT: usize = 12;
+/// The same for the flow: four coupling layers of four kernel-5 convolutions.
+pub const FLOW_CONTEXT: usize = 4 * WN_LAYERS * (WN_KERNEL / 2);
 
 impl Vits {
     /// Loads `model.safetensors` as converted by `tete models fetch piper-en_US-joe-medium`.
@@ -681,28 +741,33 @@ impl Vits {
         let std = encoded.log_std.index_select(&index, 2)?.exp()?;
         let eps = Tensor::from_vec(noise(LATENT * n, scales.noise_scale), (1, LATENT, n), &self.device)?;
         let z_p = (mean + (eps * std)?)?;
-        Ok(Prepared { latent: self.flow.reverse(&z_p)?, durations })
+        Ok(Prepared { prior: z_p, durations })
     }
 
-    /// Audio samples (22.05 kHz) of latent frames `start..end`, decoded with
-    /// [`CHUNK_CONTEXT`] frames of context each side, so consecutive ranges
-    /// concatenate to the whole decode.
+    /// Audio samples (22.05 kHz) of frames `start..end`: the flow and the
+    /// decoder run on the range with their context each side, so consecutive
+    /// ranges concatenate to the whole decode and the first audio of a long
+    /// sentence costs only its own frames.
     pub fn decode_range(&self, prepared: &Prepared, start: usize, end: usize) -> Result<Vec<f32>, VitsError> {
         let frames = prepared.frames();
         let end = end.min(frames);
         if start >= end {
             return Ok(Vec::new());
         }
-        let from = start.saturating_sub(CHUNK_CONTEXT);
-        let to = (end + CHUNK_CONTEXT).min(frames);
-        let audio = self.decoder.forward(&prepared.latent.narrow(2, from, to - from)?)?;
-        let audio = audio.flatten_all()?.narrow(0, (start - from) * HOP, (end - start) * HOP)?;
+        let window = |from: usize, to: usize, context: usize| (from.saturating_sub(context), (to + context).min(frames));
+        let (dec_from, dec_to) = window(start, end, DECODER_CONTEXT);
+        let (flow_from, flow_to) = window(dec_from, dec_to, FLOW_CONTEXT);
+        let latent = self.flow.reverse(&prepared.prior.narrow(2, flow_from, flow_to - flow_from)?.contiguous()?)?;
+        let latent = latent.narrow(2, dec_from - flow_from, dec_to - dec_from)?;
+        let audio = self.decoder.forward(&latent)?;
+        let audio = audio.flatten_all()?.narrow(0, (start - dec_from) * HOP, (end - start) * HOP)?;
         Ok(audio.to_vec1::<f32>()?)
     }
 
-    /// The whole sentence in one decode.
+    /// The whole sentence in one pass.
     pub fn decode(&self, prepared: &Prepared) -> Result<Vec<f32>, VitsError> {
-        Ok(self.decoder.forward(&prepared.latent)?.flatten_all()?.to_vec1::<f32>()?)
+        let latent = self.flow.reverse(&prepared.prior)?;
+        Ok(self.decoder.forward(&latent)?.flatten_all()?.to_vec1::<f32>()?)
     }
 
     /// Phoneme ids → audio at 22.05 kHz and the frames per id.
