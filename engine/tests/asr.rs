@@ -8,6 +8,8 @@
 //! beside the default 8-bit one; run with `--nocapture` to see them. Scoring lower-cases, turns punctuation and hyphens into spaces and
 //! writes "mr" as "mister" (as Whisper's English normaliser does).
 
+mod common;
+
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -16,9 +18,9 @@ use tete_engine::asr::{
     AsrError, DecoderWeights, EncoderWindow, SAMPLE_RATE, SpeechToText, StreamingConfig, StreamingTranscriber,
     TranscribeOptions, Transcription, Whisper, WhisperOptions,
 };
+use common::{LIBRIVOX, normalise, word_errors};
 use tete_engine::models::{Manifest, ModelState, Store, default_home};
 
-const LIBRIVOX: &str = "/usr/share/pocketsphinx/test/data/librivox";
 
 /// The model folder of `id`, checked against models.toml's checksums.
 fn model_dir(id: &str) -> std::path::PathBuf {
@@ -71,27 +73,6 @@ fn clips() -> Vec<(String, Vec<f32>, String)> {
             (id, audio, text)
         })
         .collect()
-}
-
-fn normalise(text: &str) -> Vec<String> {
-    let lower: String =
-        text.to_lowercase().chars().map(|c| if c.is_alphanumeric() || c == '\'' { c } else { ' ' }).collect();
-    lower.split_whitespace().map(|w| if w == "mr" { "mister".to_string() } else { w.to_string() }).collect()
-}
-
-/// Word-level edit distance.
-fn word_errors(reference: &[String], hypothesis: &[String]) -> usize {
-    let mut row: Vec<usize> = (0..=hypothesis.len()).collect();
-    for (i, r) in reference.iter().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, h) in hypothesis.iter().enumerate() {
-            let next = (diagonal + usize::from(r != h)).min(row[j] + 1).min(row[j + 1] + 1);
-            diagonal = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[hypothesis.len()]
 }
 
 /// Transcribes every clip; returns the corpus WER and the seconds spent.

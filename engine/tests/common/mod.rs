@@ -48,3 +48,26 @@ pub fn speak(text: &str) -> Vec<f32> {
         wav[data..].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0).collect();
     tete_engine::audio::resample(&pcm, rate, 16_000).unwrap()
 }
+
+/// Words for scoring: lower case, punctuation and hyphens as spaces, "mr"
+/// as "mister" (as Whisper's English normaliser does).
+pub fn normalise(text: &str) -> Vec<String> {
+    let lower: String =
+        text.to_lowercase().chars().map(|c| if c.is_alphanumeric() || c == '\'' { c } else { ' ' }).collect();
+    lower.split_whitespace().map(|w| if w == "mr" { "mister".to_string() } else { w.to_string() }).collect()
+}
+
+/// Word-level edit distance.
+pub fn word_errors(reference: &[String], hypothesis: &[String]) -> usize {
+    let mut row: Vec<usize> = (0..=hypothesis.len()).collect();
+    for (i, r) in reference.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, h) in hypothesis.iter().enumerate() {
+            let next = (diagonal + usize::from(r != h)).min(row[j] + 1).min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[hypothesis.len()]
+}
