@@ -248,6 +248,11 @@ fn voice_settings_are_checked_and_change_the_rate() {
     ] {
         assert!(matches!(speaker.say("Hello.", bad), Err(TtsError::Setting { .. })), "{bad:?}");
     }
+    let persona = VoiceSettings::from_persona(Some(1.2), Some("Calm"), 3).unwrap();
+    assert_eq!((persona.speed, persona.expressiveness, persona.seed), (1.2, 0.5, 3));
+    assert_eq!(VoiceSettings::from_persona(None, None, 0).unwrap().expressiveness, 1.0);
+    assert!(matches!(VoiceSettings::from_persona(None, Some("furious"), 0), Err(TtsError::Emotion(_))));
+    assert!(matches!(VoiceSettings::from_persona(Some(3.0), None, 0), Err(TtsError::Setting { name: "speed", .. })));
     let text = "We will go through the plan step by step.";
     let flat = VoiceSettings { expressiveness: 0.0, ..VoiceSettings::default() };
     let length = |chunks: Vec<SpeechChunk>| chunks.iter().map(|c| c.audio.len()).sum::<usize>() as f64;

@@ -41,6 +41,8 @@ pub enum TtsError {
     Model(#[from] VitsError),
     #[error(transparent)]
     Resample(#[from] ResampleError),
+    #[error("unknown emotion {0:?}: one of flat, calm, neutral, warm, lively, excited")]
+    Emotion(String),
     #[error("voice setting {name} = {value} is out of range {range}")]
     Setting { name: &'static str, value: f32, range: &'static str },
 }
@@ -117,7 +119,28 @@ impl Default for VoiceSettings {
     }
 }
 
+/// The persona's `voice_settings.emotion` values and the expressiveness each
+/// stands for. They set how much the voice varies, not a trained emotion.
+pub const EMOTIONS: [(&str, f32); 6] =
+    [("flat", 0.0), ("calm", 0.5), ("neutral", 1.0), ("warm", 1.2), ("lively", 1.4), ("excited", 1.6)];
+
 impl VoiceSettings {
+    /// Settings from a persona's `voice_settings`: `speed` as given and
+    /// `emotion` through [`EMOTIONS`] (absent = neutral).
+    pub fn from_persona(speed: Option<f32>, emotion: Option<&str>, seed: u64) -> Result<Self, TtsError> {
+        let expressiveness = match emotion {
+            None => 1.0,
+            Some(name) => EMOTIONS
+                .iter()
+                .find(|(known, _)| known.eq_ignore_ascii_case(name.trim()))
+                .map(|&(_, e)| e)
+                .ok_or_else(|| TtsError::Emotion(name.to_string()))?,
+        };
+        let settings = Self { speed: speed.unwrap_or(1.0), expressiveness, seed };
+        settings.scales(Scales::DETERMINISTIC)?; // range checks
+        Ok(settings)
+    }
+
     fn scales(&self, base: Scales) -> Result<Scales, TtsError> {
         let check = |name, value: f32, lo, hi, range| {
             if (lo..=hi).contains(&value) { Ok(value) } else { Err(TtsError::Setting { name, value, range }) }
