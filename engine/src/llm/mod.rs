@@ -16,10 +16,12 @@
 //! stops at EOS / `<|im_end|>`, and checks a cancellation flag before every
 //! decode step. [`PhraseChunker`] turns those deltas into TTS fragments.
 
+pub mod chat;
 pub mod chunker;
 pub mod generate;
 pub mod gguf;
 pub mod model;
+pub mod openai;
 
 pub use chunker::PhraseChunker;
 pub use generate::{Finish, FinishReason, GenerateConfig, Generator, Sampling, Step, Utf8Stream};
