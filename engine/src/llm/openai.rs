@@ -393,16 +393,21 @@ impl ChatStream {
                 self.done = true;
                 continue;
             }
-            let chunk: ChatChunk = match serde_json::from_str(data) {
-                Ok(chunk) => chunk,
+            let malformed = |reason: String| ChatError::Malformed { url: self.url.clone(), reason };
+            let value: serde_json::Value = match serde_json::from_str(data) {
+                Ok(value) => value,
                 Err(e) => {
-                    // An error object mid-stream is the server's failure, not ours.
-                    let reason = match serde_json::from_str::<serde_json::Value>(data) {
-                        Ok(v) if v.get("error").is_some() => format!("error event: {}", error_message(data)),
-                        _ => format!("{e} in {:?}", data.chars().take(200).collect::<String>()),
-                    };
-                    return Some(Err(self.fail(ChatError::Malformed { url: self.url.clone(), reason })));
+                    let reason = format!("{e} in {:?}", data.chars().take(200).collect::<String>());
+                    return Some(Err(self.fail(malformed(reason))));
                 }
+            };
+            // An error object mid-stream is the server's failure, not a chunk.
+            if value.get("error").is_some() {
+                return Some(Err(self.fail(malformed(format!("error event: {}", error_message(data))))));
+            }
+            let chunk: ChatChunk = match serde_json::from_value(value) {
+                Ok(chunk) => chunk,
+                Err(e) => return Some(Err(self.fail(malformed(format!("not a chat.completion.chunk: {e}"))))),
             };
             let Some(choice) = chunk.choices.into_iter().next() else { continue };
             for fragment in choice.delta.tool_calls {
