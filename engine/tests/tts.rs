@@ -18,7 +18,7 @@ use candle_core::Device;
 use common::{missing, model_dir, model_path, normalise, word_errors};
 use tete_engine::asr::{SpeechToText, TranscribeOptions, Whisper};
 use tete_engine::audio::resample;
-use tete_engine::tts::phonemize::{Phonemizer, PhonemizeError};
+use tete_engine::tts::phonemize::{PhonemizeError, Phonemizer};
 use tete_engine::tts::viseme::Viseme;
 use tete_engine::tts::vits::{HOP, Scales, Vits, VitsError};
 use tete_engine::tts::{OUTPUT_RATE, Speaker, SpeechChunk, TtsError, Voice, VoiceSettings};
@@ -44,7 +44,8 @@ fn reference() -> Vec<Case> {
         .unwrap()
         .iter()
         .map(|c| {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(c["audio_f32le_base64"].as_str().unwrap()).unwrap();
+            let bytes =
+                base64::engine::general_purpose::STANDARD.decode(c["audio_f32le_base64"].as_str().unwrap()).unwrap();
             Case {
                 phonemes: c["phonemes"].as_str().unwrap().to_string(),
                 ids: c["ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect(),
@@ -201,7 +202,8 @@ fn streamed_chunks_follow_one_clock_with_visemes_ahead() {
     // The speaker seeds sentence k with seed + k; with the noise off it does not matter.
     let (whole, _) = voice.model.synthesize(&ids, scales, 1).unwrap();
     let whole = resample(&whole, 22_050, OUTPUT_RATE).unwrap();
-    let streamed: Vec<f32> = chunks.iter().take_while(|c| c.start < with_visemes[1].start).flat_map(|c| c.audio.clone()).collect();
+    let streamed: Vec<f32> =
+        chunks.iter().take_while(|c| c.start < with_visemes[1].start).flat_map(|c| c.audio.clone()).collect();
     assert_eq!(streamed.len(), whole.len());
     let max = streamed.iter().zip(&whole).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(max < 1e-4, "streamed sentence differs from the whole by {max}");

@@ -5,11 +5,11 @@
 
 use std::sync::atomic::AtomicBool;
 
+use super::LlmError;
 use super::generate::{FinishReason, GenerateConfig, Sampling, generate};
 use super::gguf::{ChatMessage, Role};
 use super::model::LlmModel;
 use super::openai::Message;
-use super::LlmError;
 
 /// Largest `max_tokens` a request may ask of the resident model.
 pub const MAX_COMPLETION_TOKENS: usize = 2048;

@@ -18,6 +18,7 @@
 
 pub mod chat;
 pub mod chunker;
+pub mod context;
 pub mod generate;
 pub mod gguf;
 pub mod model;

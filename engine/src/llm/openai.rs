@@ -56,9 +56,9 @@ fn content_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>
     Ok(match Option::<Content>::deserialize(d)? {
         None => None,
         Some(Content::Text(text)) => Some(text),
-        Some(Content::Parts(parts)) => Some(
-            parts.into_iter().filter(|p| p.kind == "text").filter_map(|p| p.text).collect::<Vec<_>>().join(""),
-        ),
+        Some(Content::Parts(parts)) => {
+            Some(parts.into_iter().filter(|p| p.kind == "text").filter_map(|p| p.text).collect::<Vec<_>>().join(""))
+        }
     })
 }
 
@@ -371,7 +371,9 @@ impl ChatStream {
                 (self.timeouts.first_event, "first event")
             };
             let event = match tokio::time::timeout(wait, self.events.next()).await {
-                Err(_) => return Some(Err(self.fail(ChatError::Timeout { url: self.url.clone(), stage, waited: wait }))),
+                Err(_) => {
+                    return Some(Err(self.fail(ChatError::Timeout { url: self.url.clone(), stage, waited: wait })));
+                }
                 Ok(None) => return Some(Err(self.fail(ChatError::Ended { url: self.url.clone() }))),
                 Ok(Some(Err(e))) => {
                     let reason = error_chain(&e);

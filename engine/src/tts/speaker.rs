@@ -20,7 +20,7 @@ use std::sync::Arc;
 use candle_core::Device;
 use serde::Deserialize;
 
-use super::phonemize::{MAX_PIECE_CHARS, PhonemeIdMap, Phonemizer, PhonemizeError, split_text};
+use super::phonemize::{MAX_PIECE_CHARS, PhonemeIdMap, PhonemizeError, Phonemizer, split_text};
 use super::viseme::{PhonemeTiming, VisemeEvent, timeline};
 use super::vits::{HOP, Scales, Vits, VitsError};
 use crate::audio::{ResampleError, StreamResampler};
@@ -175,7 +175,10 @@ impl Voice {
             .map_err(|e| TtsError::Config { path: dir.to_path_buf(), reason: e.to_string() })?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .find(|p| p.to_string_lossy().ends_with(".onnx.json"))
-            .ok_or_else(|| TtsError::Config { path: dir.to_path_buf(), reason: "no *.onnx.json voice config".into() })?;
+            .ok_or_else(|| TtsError::Config {
+                path: dir.to_path_buf(),
+                reason: "no *.onnx.json voice config".into(),
+            })?;
         let config = VoiceConfig::load(&config_path)?;
         Ok(Self { model: Vits::load(&dir.join(OUTPUT), device)?, config })
     }
@@ -232,7 +235,14 @@ impl Speaker {
         let scales = settings.scales(self.voice.config.scales)?;
         let pieces = split_text(text, MAX_PIECE_CHARS).into_iter().map(str::to_string).collect::<Vec<_>>();
         self.resampler.reset();
-        Ok(Speech { speaker: self, scales, seed: settings.seed, pieces: pieces.into(), sentences: Default::default(), current: None })
+        Ok(Speech {
+            speaker: self,
+            scales,
+            seed: settings.seed,
+            pieces: pieces.into(),
+            sentences: Default::default(),
+            current: None,
+        })
     }
 }
 
