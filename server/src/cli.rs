@@ -30,6 +30,8 @@ pub struct Global {
     pub database_url: Option<String>,
 }
 
+// Built once per run: the size of `Serve`'s arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
@@ -91,6 +93,12 @@ pub struct ServeArgs {
     /// The resident speech recogniser (a Whisper model id of models.toml).
     #[arg(long, env = "TETE_ASR_MODEL", default_value = "whisper-tiny.en")]
     pub asr_model: String,
+    /// The resident LLM (a GGUF model id of models.toml).
+    #[arg(long, env = "TETE_LLM_MODEL", default_value = "smollm2-135m-instruct")]
+    pub llm_model: String,
+    /// The resident voice behind /v1/audio/speech (a Piper voice id of models.toml).
+    #[arg(long, env = "TETE_TTS_MODEL", default_value = "piper-en_US-joe-medium")]
+    pub tts_model: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,6 +264,71 @@ async fn load_recogniser(
     Ok(std::sync::Arc::new(whisper))
 }
 
+/// Loads the resident LLM (fetched by `tete models fetch`).
+async fn load_llm(
+    manifest: &Manifest,
+    store: &Store,
+    id: &str,
+    device: &candle_core::Device,
+) -> anyhow::Result<crate::api::chat::ChatModel> {
+    let model = manifest.model(id)?;
+    if model.stage != "llm" {
+        anyhow::bail!("--llm-model {id}: that model is for the {} stage, not the LLM", model.stage);
+    }
+    let state = store.state(model)?;
+    if !state.is_ready() {
+        anyhow::bail!("--llm-model {id} is not ready ({state}); run `tete models fetch {id}`");
+    }
+    let gguf = model
+        .files
+        .iter()
+        .find(|f| f.name.ends_with(".gguf"))
+        .with_context(|| format!("--llm-model {id} has no .gguf file"))?;
+    let path = store.model_dir(&model.id).join(&gguf.name);
+    let device = device.clone();
+    let started = std::time::Instant::now();
+    let llm = tokio::task::spawn_blocking(move || tete_engine::llm::LlmModel::load(&path, &device))
+        .await?
+        .with_context(|| format!("loading {id}"))?;
+    tracing::info!("LLM {id} loaded in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(crate::api::chat::ChatModel::new(std::sync::Arc::new(llm), id))
+}
+
+/// Loads the resident voice (fetched by `tete models fetch`) and says a first
+/// phrase, so a missing espeak-ng fails the start rather than the first request.
+async fn load_voice(
+    manifest: &Manifest,
+    store: &Store,
+    id: &str,
+    device: &candle_core::Device,
+) -> anyhow::Result<crate::api::speech::Synthesiser> {
+    let model = manifest.model(id)?;
+    if model.stage != "tts" {
+        anyhow::bail!("--tts-model {id}: that model is for the {} stage, not speech synthesis", model.stage);
+    }
+    let state = store.state(model)?;
+    if !state.is_ready() {
+        anyhow::bail!("--tts-model {id} is not ready ({state}); run `tete models fetch {id}`");
+    }
+    let dir = store.model_dir(&model.id);
+    let info = crate::api::speech::VoiceInfo::read(id, &dir).with_context(|| format!("reading {id}"))?;
+    let device = device.clone();
+    let started = std::time::Instant::now();
+    let voice = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let voice = std::sync::Arc::new(tete_engine::tts::Voice::load(&dir, &device)?);
+        // One phrase through the whole path: espeak-ng is there and the weights run.
+        let mut speaker = tete_engine::tts::Speaker::new(voice.clone())?;
+        for chunk in speaker.say("Ready.", tete_engine::tts::VoiceSettings::default())? {
+            chunk?;
+        }
+        Ok(voice)
+    })
+    .await?
+    .with_context(|| format!("loading {id}"))?;
+    tracing::info!("voice {id} loaded in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(crate::api::speech::Synthesiser::new(voice, info))
+}
+
 async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let manifest = manifest(global)?;
     let store = store(global);
@@ -275,6 +348,9 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         anyhow::bail!("default models are not ready ({}); run `tete models fetch` first", not_ready.join("; "));
     }
     let speech = load_recogniser(&manifest, &store, &args.asr_model, &devices.candle).await?;
+    let chat = load_llm(&manifest, &store, &args.llm_model, &devices.candle).await?;
+    // The voice runs on the CPU, where engine/tests/tts.rs tests it.
+    let voice = load_voice(&manifest, &store, &args.tts_model, &candle_core::Device::Cpu).await?;
     let db = database(global).await?;
     let listener = tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
@@ -310,6 +386,8 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
             max_upload_bytes: args.max_upload_mb.saturating_mul(1 << 20),
             models: std::sync::Arc::new(manifest.clone()),
             speech: Some(crate::api::audio::Recogniser::new(speech)),
+            chat: Some(chat),
+            voice: Some(voice),
         }),
         host: host.clone(),
     };

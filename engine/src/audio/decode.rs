@@ -7,7 +7,8 @@
 //! [`DecodeError`] that says what was wrong; a packet that does not decode
 //! fails the file rather than leaving a silent gap, and a sample that is not
 //! a finite number fails it too. Decoding stops as soon as the audio passes
-//! `max_duration`.
+//! `max_duration`. A WAV written as a stream (sizes 0xFFFFFFFF, as OpenAI's
+//! and tete's `/v1/audio/speech` send it) holds audio to the end of the file.
 
 use std::io::Cursor;
 use std::time::Duration;
@@ -227,6 +228,8 @@ fn run(bytes: &[u8], max_duration: Duration, sink: &mut dyn Sink) -> Result<(Aud
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
+    let sized = sized_streaming_wav(bytes);
+    let bytes = sized.as_deref().unwrap_or(bytes);
     let mut out = Output { sink, limit: max_duration, rate: 0, max_frames: 0, frames: 0, mono: Vec::new() };
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         if ogg_opus::is_ogg_opus(bytes) {
@@ -251,6 +254,41 @@ fn run(bytes: &[u8], max_duration: Duration, sink: &mut dyn Sink) -> Result<(Aud
         return Err(DecodeError::NoAudio);
     }
     Ok((format, out.rate))
+}
+
+/// A copy of a WAV written as a stream, with the sizes it could not know
+/// when its header left (0xFFFFFFFF) set to what the file holds: the data
+/// runs to the end, cut to whole blocks. `None` for any other file, so a
+/// WAV that states its size and is cut short is still reported truncated.
+fn sized_streaming_wav(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.len() < 12 || &bytes[..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return None;
+    }
+    let read_u32 = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let mut at = 12;
+    let mut block_align = 1;
+    while let (Some(id), Some(size)) = (bytes.get(at..at + 4), read_u32(at + 4)) {
+        let body = at + 8;
+        if id == b"data" {
+            if size != u32::MAX {
+                return None;
+            }
+            let len = bytes.len() - body;
+            let len = len - len % block_align;
+            let mut sized = bytes[..body + len].to_vec();
+            sized[at + 4..body].copy_from_slice(&u32::try_from(len).ok()?.to_le_bytes());
+            let riff = u32::try_from(sized.len() - 8).ok()?;
+            sized[4..8].copy_from_slice(&riff.to_le_bytes());
+            return Some(sized);
+        }
+        if id == b"fmt "
+            && let Some(b) = bytes.get(body + 12..body + 14)
+        {
+            block_align = usize::from(u16::from_le_bytes([b[0], b[1]])).max(1);
+        }
+        at = body.checked_add(size as usize + (size as usize & 1))?;
+    }
+    None
 }
 
 fn symphonia_error(e: SymphoniaError) -> DecodeError {
@@ -426,6 +464,24 @@ mod tests {
         for (i, (a, b)) in d.samples.iter().zip(&x).enumerate() {
             assert!((a - 0.25 * b).abs() < 1e-7, "sample {i}: {a} vs {}", 0.25 * b);
         }
+    }
+
+    #[test]
+    fn a_streamed_wav_holds_audio_to_the_end_of_the_file() {
+        let x = sine(440.0, 24_000, 5_001, 0.5);
+        let mut w = wav(24_000, 1, &x, false);
+        let data = w.windows(4).position(|c| c == b"data").unwrap();
+        w[4..8].copy_from_slice(&[0xff; 4]);
+        w[data + 4..data + 8].copy_from_slice(&[0xff; 4]);
+        let d = decode(&w, LIMIT).unwrap();
+        assert_eq!(d.samples.len(), x.len());
+        // Cut mid-sample: the whole samples before the cut.
+        let d = decode(&w[..w.len() - 3], LIMIT).unwrap();
+        assert_eq!(d.samples.len(), x.len() - 2);
+        // A stated size that the file falls short of is still truncation.
+        let mut stated = wav(24_000, 1, &x, false);
+        stated.truncate(stated.len() - 100);
+        assert!(matches!(decode(&stated, LIMIT), Err(DecodeError::Truncated(_))));
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! Speaking: text → phonemes → Piper VITS audio, with phoneme/viseme timings.
+pub mod external;
 pub mod phonemize;
 pub mod speaker;
 pub mod viseme;

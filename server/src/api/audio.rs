@@ -101,7 +101,7 @@ pub struct OpenAiErrorDetail {
 }
 
 impl OpenAiError {
-    fn invalid(param: Option<&'static str>, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(param: Option<&'static str>, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
@@ -111,8 +111,22 @@ impl OpenAiError {
         }
     }
 
-    fn server(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn server(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, message: message.into(), kind: "server_error", param: None, code: Some(code) }
+    }
+
+    pub(crate) fn not_found(param: Option<&'static str>, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status: StatusCode::NOT_FOUND, message: message.into(), kind: "invalid_request_error", param, code: Some(code) }
+    }
+
+    pub(crate) fn rate_limited(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: message.into(),
+            kind: "requests",
+            param: None,
+            code: Some("rate_limit_exceeded"),
+        }
     }
 
     fn too_large(limit: usize) -> Self {
@@ -193,7 +207,7 @@ fn form_error(e: MultipartError, limit: usize) -> OpenAiError {
 }
 
 /// The same keys as `/v2`, with OpenAI-shaped refusals.
-async fn require_key(State(api): State<Api>, request: Request, next: Next) -> Response {
+pub(crate) async fn require_key(State(api): State<Api>, request: Request, next: Next) -> Response {
     match super::authenticate(&api, request.headers()).await {
         Ok(()) => next.run(request).await,
         Err(e) => OpenAiError::from(e).into_response(),
@@ -409,12 +423,8 @@ pub async fn transcriptions(
         ));
     };
     // Admitted before the upload is read, so the uploads held in memory are bounded too.
-    let admitted: OwnedSemaphorePermit = recogniser.admitted.clone().try_acquire_owned().map_err(|_| OpenAiError {
-        status: StatusCode::TOO_MANY_REQUESTS,
-        message: "too many transcriptions are running or waiting; retry shortly".into(),
-        kind: "requests",
-        param: None,
-        code: Some("rate_limit_exceeded"),
+    let admitted: OwnedSemaphorePermit = recogniser.admitted.clone().try_acquire_owned().map_err(|_| {
+        OpenAiError::rate_limited("too many transcriptions are running or waiting; retry shortly")
     })?;
     let form = form.map_err(|e| {
         OpenAiError::invalid(None, "invalid_form", format!("send multipart/form-data with a file: {}", e.body_text()))

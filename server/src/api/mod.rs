@@ -3,10 +3,12 @@
 //! an OpenAPI document generated from the code.
 
 pub mod audio;
+pub mod chat;
 mod conversations;
 mod openapi;
 mod personas;
 pub mod replicas;
+pub mod speech;
 mod webhooks;
 
 use std::sync::Arc;
@@ -42,6 +44,10 @@ pub struct ApiConfig {
     pub models: Arc<tete_engine::models::Manifest>,
     /// The resident speech recogniser behind `/v1/audio/transcriptions` (503 without one).
     pub speech: Option<audio::Recogniser>,
+    /// The resident voice behind `/v1/audio/speech` and `/v2/voices` (503 and an empty list without one).
+    pub voice: Option<speech::Synthesiser>,
+    /// The resident LLM behind `/v1/chat/completions` (503 without one).
+    pub chat: Option<chat::ChatModel>,
 }
 
 /// What the API handlers share.
@@ -232,10 +238,15 @@ pub fn router(api: Api) -> Router {
         .merge(personas::routes())
         .merge(conversations::routes())
         .merge(webhooks::routes())
+        .merge(speech::voice_routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BYTES))
         .merge(replicas::routes().layer(axum::extract::DefaultBodyLimit::max(max_upload + 64 * 1024)))
         .layer(middleware::from_fn_with_state(api.clone(), require_key));
-    Router::new().nest("/v2", authed.merge(openapi::routes()).with_state(api.clone())).merge(audio::routes(api))
+    Router::new()
+        .nest("/v2", authed.merge(openapi::routes()).with_state(api.clone()))
+        .merge(audio::routes(api.clone()))
+        .merge(chat::routes(api.clone()))
+        .merge(speech::routes(api))
 }
 
 /// Rejects callback URLs that are not http(s), or (when configured) that

@@ -14,9 +14,10 @@ use super::Api;
         super::replicas::create, super::replicas::get_one, super::replicas::list_all, super::replicas::rename, super::replicas::delete,
         super::conversations::create, super::conversations::get_one, super::conversations::list_all, super::conversations::end,
         super::conversations::delete, super::webhooks::list_all, super::audio::transcriptions,
+        super::speech::speech, super::speech::list_voices,
     ),
     components(schemas(super::ErrorBody, super::personas::Persona, super::replicas::CreateReplica, super::conversations::CreateConversation,
-        super::audio::TranscriptionVerbose)),
+        super::audio::TranscriptionVerbose, super::speech::SpeechRequest, super::speech::VoiceInfo)),
     modifiers(&ApiKeyAuth),
     security(("api_key" = [])),
 )]

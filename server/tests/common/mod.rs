@@ -103,6 +103,8 @@ pub async fn app_with(url: &str, tweak: impl FnOnce(&mut ApiConfig)) -> TestApp 
         max_upload_bytes: 1 << 20,
         models: Arc::new(tete_engine::models::Manifest::embedded().unwrap()),
         speech: None,
+        voice: None,
+        chat: None,
     };
     tweak(&mut config);
     let api = Api { config: Arc::new(config), host };

@@ -1,0 +1,327 @@
+//! `POST /v1/chat/completions` on the resident SmolLM2 (`tete models fetch`
+//! leaves it in the default home), and the client a persona with its own
+//! LLM uses, against tete's own endpoint served on 127.0.0.1 and against
+//! small local servers that fail in each way a remote LLM can: 500, a hang,
+//! malformed SSE, a stream cut short, a closed port. Tool calls streamed in
+//! fragments are assembled.
+
+mod common;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use axum::routing::post;
+use common::{KEY, TestApp, app_with};
+use serde_json::{Value, json};
+use tete_engine::llm::LlmModel;
+use tete_engine::llm::openai::{ChatClient, ChatEndpoint, ChatError, ChatEvent, Message, Timeouts};
+use tete_engine::models::{Manifest, Store, default_home};
+use tete_server::api::chat::ChatModel;
+
+const MODEL_ID: &str = "smollm2-135m-instruct";
+
+fn model() -> Arc<LlmModel> {
+    static MODEL: OnceLock<Arc<LlmModel>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let manifest = Manifest::embedded().unwrap();
+            let dir = Store::new(default_home()).model_dir(&manifest.model(MODEL_ID).unwrap().id);
+            let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+            Arc::new(LlmModel::load(&path, &candle_core::Device::Cpu).expect("run `tete models fetch` first"))
+        })
+        .clone()
+}
+
+struct Fixture {
+    app: TestApp,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let url = tete_server::db::Db::sqlite_url(dir.path());
+    let chat = ChatModel::new(model(), MODEL_ID);
+    let app = app_with(&url, move |c| c.chat = Some(chat)).await;
+    Fixture { app, _dir: dir }
+}
+
+/// Serves `router` on a free 127.0.0.1 port; returns its `/v1` base URL.
+async fn serve(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{addr}/v1")
+}
+
+fn endpoint(base_url: &str) -> ChatEndpoint {
+    ChatEndpoint {
+        base_url: base_url.into(),
+        api_key: Some(KEY.into()),
+        model: MODEL_ID.into(),
+        headers: vec![("x-trace".into(), "chat-test".into())],
+        extra_body: Default::default(),
+        timeouts: Timeouts {
+            connect: Duration::from_secs(2),
+            first_event: Duration::from_millis(800),
+            idle: Duration::from_millis(800),
+            connect_retries: 2,
+        },
+    }
+}
+
+fn question() -> Vec<Message> {
+    vec![Message::new("system", "You answer in one short sentence."), Message::new("user", "What colour is the sky?")]
+}
+
+/// Everything a stream gives until it ends or fails.
+async fn drain(client: &ChatClient) -> (Vec<ChatEvent>, Option<ChatError>) {
+    let mut stream = match client.stream(question(), None).await {
+        Ok(stream) => stream,
+        Err(e) => return (vec![], Some(e)),
+    };
+    let mut events = Vec::new();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(event) => events.push(event),
+            Err(e) => return (events, Some(e)),
+        }
+    }
+    (events, None)
+}
+
+async fn post_json(app: &TestApp, body: Value) -> (StatusCode, String) {
+    let request = Request::post("/v1/chat/completions")
+        .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(app.router.clone(), request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24).await.unwrap();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn whole_completion_in_openai_shape() {
+    let f = fixture().await;
+    let body = json!({"model": MODEL_ID, "messages": question(), "max_tokens": 24});
+    let (status, text) = post_json(&f.app, body).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], MODEL_ID);
+    assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    let answer = v["choices"][0]["message"]["content"].as_str().unwrap();
+    println!("answer: {answer:?}");
+    assert!(!answer.trim().is_empty());
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    assert!(matches!(v["choices"][0]["finish_reason"].as_str(), Some("stop" | "length")));
+    let usage = &v["usage"];
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 10);
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+    );
+    // Greedy by default: the same request gives the same answer.
+    let (_, again) = post_json(&f.app, json!({"model": MODEL_ID, "messages": question(), "max_tokens": 24})).await;
+    let again: Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again["choices"][0]["message"]["content"], answer);
+}
+
+#[tokio::test]
+async fn streamed_completion_is_sse_ending_in_done() {
+    let f = fixture().await;
+    let body = json!({"model": MODEL_ID, "messages": question(), "max_tokens": 24, "stream": true,
+                      "stream_options": {"include_usage": true}});
+    let (status, text) = post_json(&f.app, body).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let data: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+    assert_eq!(*data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"]));
+    let content: String =
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect::<Vec<_>>().concat();
+    assert!(!content.trim().is_empty());
+    let finish = chunks.iter().filter_map(|c| c["choices"][0]["finish_reason"].as_str()).collect::<Vec<_>>();
+    assert_eq!(finish.len(), 1, "one finish reason");
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert!(usage["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
+    // The stream says what the whole answer says.
+    let (_, whole) = post_json(&f.app, json!({"model": MODEL_ID, "messages": question(), "max_tokens": 24})).await;
+    let whole: Value = serde_json::from_str(&whole).unwrap();
+    assert_eq!(whole["choices"][0]["message"]["content"], content);
+}
+
+#[tokio::test]
+async fn bad_requests_get_openai_errors() {
+    let f = fixture().await;
+    let cases = [
+        (json!({"model": "gpt-4o", "messages": question()}), StatusCode::NOT_FOUND, "model_not_found"),
+        (json!({"model": MODEL_ID, "messages": []}), StatusCode::BAD_REQUEST, "invalid_value"),
+        (
+            json!({"model": MODEL_ID, "messages": [{"role": "wizard", "content": "x"}]}),
+            StatusCode::BAD_REQUEST,
+            "invalid_value",
+        ),
+        (
+            json!({"model": MODEL_ID, "messages": question(), "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            StatusCode::BAD_REQUEST,
+            "unsupported_value",
+        ),
+        (json!({"model": MODEL_ID, "messages": question(), "max_tokens": 0}), StatusCode::BAD_REQUEST, "invalid_value"),
+        (
+            json!({"model": MODEL_ID, "messages": question(), "temperature": 9}),
+            StatusCode::BAD_REQUEST,
+            "invalid_value",
+        ),
+        (json!({"model": MODEL_ID, "messages": question(), "n": 3}), StatusCode::BAD_REQUEST, "unsupported_value"),
+        (json!({"messages": "not a list"}), StatusCode::BAD_REQUEST, "invalid_json"),
+    ];
+    for (body, status, code) in cases {
+        let (got, text) = post_json(&f.app, body.clone()).await;
+        assert_eq!(got, status, "{body}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["error"]["code"], code, "{body}: {text}");
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let request = Request::post("/v1/chat/completions")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({"messages": question()}).to_string()))
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(f.app.router.clone(), request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn own_llm_client_streams_from_tetes_endpoint() {
+    let f = fixture().await;
+    let base = serve(f.app.router.clone()).await;
+    let client = ChatClient::new(ChatEndpoint {
+        timeouts: Timeouts {
+            first_event: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+            ..Timeouts::default()
+        },
+        extra_body: [("max_tokens".to_string(), json!(24))].into_iter().collect(),
+        ..endpoint(&base)
+    })
+    .unwrap();
+    let (events, error) = drain(&client).await;
+    assert!(error.is_none(), "{error:?}");
+    let text: String =
+        events.iter().filter_map(|e| if let ChatEvent::Text(t) = e { Some(t.as_str()) } else { None }).collect();
+    assert!(!text.trim().is_empty());
+    assert!(matches!(events.last(), Some(ChatEvent::Finish(reason)) if reason == "stop" || reason == "length"));
+    // A wrong key is the server's 401, with its message.
+    let wrong = ChatClient::new(ChatEndpoint { api_key: Some("wrong".into()), ..endpoint(&base) }).unwrap();
+    let (_, error) = drain(&wrong).await;
+    assert!(matches!(error, Some(ChatError::Status { status: 401, .. })), "{error:?}");
+}
+
+#[tokio::test]
+async fn remote_failures_are_clear_errors() {
+    // 500 with OpenAI's error body.
+    let failing = serve(Router::new().route(
+        "/v1/chat/completions",
+        post(|| async {
+            (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"error": {"message": "model overloaded"}})))
+        }),
+    ))
+    .await;
+    let (_, error) = drain(&ChatClient::new(endpoint(&failing)).unwrap()).await;
+    match error {
+        Some(ChatError::Status { status: 500, message, .. }) => assert_eq!(message, "model overloaded"),
+        other => panic!("{other:?}"),
+    }
+
+    // Headers, then nothing: the first-event timeout fires.
+    let hanging = serve(Router::new().route(
+        "/v1/chat/completions",
+        post(|| async {
+            let stream = futures_util::stream::pending::<Result<String, std::io::Error>>();
+            ([(header::CONTENT_TYPE, "text/event-stream")], Body::from_stream(stream))
+        }),
+    ))
+    .await;
+    let (_, error) = drain(&ChatClient::new(endpoint(&hanging)).unwrap()).await;
+    assert!(matches!(error, Some(ChatError::Timeout { stage: "first event", .. })), "{error:?}");
+
+    // No response at all: the same bound applies to the headers.
+    let silent = serve(Router::new().route(
+        "/v1/chat/completions",
+        post(|| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "late"
+        }),
+    ))
+    .await;
+    let (_, error) = drain(&ChatClient::new(endpoint(&silent)).unwrap()).await;
+    assert!(matches!(error, Some(ChatError::Timeout { stage: "response headers", .. })), "{error:?}");
+
+    // Malformed SSE data.
+    let garbage = sse_server("data: {\"choices\": [{\"delta\": {\"content\": \"Hi\"}}]}\n\ndata: {not json\n\n").await;
+    let (events, error) = drain(&ChatClient::new(endpoint(&garbage)).unwrap()).await;
+    assert_eq!(events, vec![ChatEvent::Text("Hi".into())]);
+    assert!(matches!(error, Some(ChatError::Malformed { .. })), "{error:?}");
+
+    // An error object in the stream.
+    let mid = sse_server("data: {\"error\": {\"message\": \"quota exceeded\"}}\n\n").await;
+    let (_, error) = drain(&ChatClient::new(endpoint(&mid)).unwrap()).await;
+    assert!(
+        matches!(&error, Some(ChatError::Malformed { reason, .. }) if reason.contains("quota exceeded")),
+        "{error:?}"
+    );
+
+    // Cut short: text, then the connection closes without a finish.
+    let cut = sse_server("data: {\"choices\": [{\"delta\": {\"content\": \"Hel\"}}]}\n\n").await;
+    let (events, error) = drain(&ChatClient::new(endpoint(&cut)).unwrap()).await;
+    assert_eq!(events, vec![ChatEvent::Text("Hel".into())]);
+    assert!(matches!(error, Some(ChatError::Ended { .. })), "{error:?}");
+
+    // A closed port: a connect error after the retries.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        format!("http://{addr}/v1")
+    };
+    let (_, error) = drain(&ChatClient::new(endpoint(&closed)).unwrap()).await;
+    assert!(matches!(error, Some(ChatError::Connect { .. })), "{error:?}");
+}
+
+/// A server whose completions endpoint streams `body` and closes.
+async fn sse_server(body: &'static str) -> String {
+    serve(Router::new().route(
+        "/v1/chat/completions",
+        post(move || async move { ([(header::CONTENT_TYPE, "text/event-stream")], body) }),
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn streamed_tool_calls_are_assembled() {
+    // Two calls, their names and arguments split across chunks as OpenAI streams them.
+    let body = concat!(
+        "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"tool_calls\":[{\"index\":0,\"id\":\"call_a\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"city\\\": \"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"call_b\",\"function\":{\"name\":\"get_time\",\"arguments\":\"{}\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"Oslo\\\"}\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        "data: [DONE]\n\n",
+    );
+    let base = sse_server(body).await;
+    let (events, error) = drain(&ChatClient::new(endpoint(&base)).unwrap()).await;
+    assert!(error.is_none(), "{error:?}");
+    let [ChatEvent::ToolCalls(calls), ChatEvent::Finish(reason)] = events.as_slice() else { panic!("{events:?}") };
+    assert_eq!(reason, "tool_calls");
+    assert_eq!(calls.len(), 2);
+    assert_eq!((calls[0].id.as_str(), calls[0].function.name.as_str()), ("call_a", "get_weather"));
+    let args: Value = serde_json::from_str(&calls[0].function.arguments).unwrap();
+    assert_eq!(args, json!({"city": "Oslo"}));
+    assert_eq!((calls[1].id.as_str(), calls[1].function.name.as_str()), ("call_b", "get_time"));
+}
