@@ -325,3 +325,23 @@ async fn streamed_tool_calls_are_assembled() {
     assert_eq!(args, json!({"city": "Oslo"}));
     assert_eq!((calls[1].id.as_str(), calls[1].function.name.as_str()), ("call_b", "get_time"));
 }
+
+#[tokio::test]
+async fn resident_models_are_listed() {
+    let f = fixture().await;
+    let (status, list) = f.app.call("GET", "/v1/models", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["object"], "list");
+    let ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [MODEL_ID], "the fixture has the LLM only");
+    assert_eq!(list["data"][0]["stage"], "llm");
+    assert_eq!(list["data"][0]["object"], "model");
+    let (status, one) = f.app.call("GET", &format!("/v1/models/{MODEL_ID}"), None).await;
+    assert_eq!((status, one["id"].as_str()), (StatusCode::OK, Some(MODEL_ID)));
+    let (status, missing) = f.app.call("GET", "/v1/models/gpt-4o", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(missing["error"]["code"], "model_not_found");
+    let anonymous = Request::get("/v1/models").body(Body::empty()).unwrap();
+    let response = tower::ServiceExt::oneshot(f.app.router.clone(), anonymous).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}

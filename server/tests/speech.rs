@@ -574,7 +574,8 @@ async fn the_external_client_retries_a_closed_port_then_says_so() {
 // ---- the served binary ----
 
 /// `tete serve` loads the voice named by `--tts-model` (the default here),
-/// lists it and speaks with it to the external client over loopback.
+/// lists it (and the other resident models) and speaks with it to the
+/// external client over loopback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_served_voice_speaks_to_the_external_client() {
     let dir = tempfile::tempdir().unwrap();
@@ -590,6 +591,20 @@ async fn the_served_voice_speaks_to_the_external_client() {
         .await
         .unwrap();
     assert_eq!(voices["data"][0]["voice_id"], VOICE_ID, "{voices}");
+    // The served host has its three resident models: LLM, ASR and this voice.
+    let models: Value = reqwest::Client::new()
+        .get(format!("{}/v1/models", server.base))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut stages: Vec<&str> =
+        models["data"].as_array().unwrap().iter().map(|m| m["stage"].as_str().unwrap()).collect();
+    stages.sort_unstable();
+    assert_eq!(stages, ["asr", "llm", "tts"], "{models}");
     let mut speaker = ExternalSpeaker::new(external(&server.base, Timeouts::default())).unwrap();
     let mut speech = speaker.say(SENTENCE).await.unwrap();
     let mut audio = Vec::new();

@@ -4,6 +4,7 @@
 
 pub mod audio;
 pub mod chat;
+pub mod models;
 mod conversations;
 mod openapi;
 mod personas;
@@ -246,6 +247,7 @@ pub fn router(api: Api) -> Router {
         .nest("/v2", authed.merge(openapi::routes()).with_state(api.clone()))
         .merge(audio::routes(api.clone()))
         .merge(chat::routes(api.clone()))
+        .merge(models::routes(api.clone()))
         .merge(speech::routes(api))
 }
 
