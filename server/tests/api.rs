@@ -95,7 +95,10 @@ async fn personas_create_read_patch_delete_and_hide_secrets() {
         for (ops, want) in [
             (json!([{"op": "replace", "path": "/nope/x", "value": 1}]), "does not apply"),
             (json!([{"op": "add", "path": "/unknown_field", "value": 1}]), "invalid"),
-            (json!([{"op": "replace", "path": "/layers/tts/voice_settings/speed", "value": 9.0}]), "outside 0.5"),
+            (json!([{"op": "replace", "path": "/layers/tts/voice_settings/speed", "value": 9.0}]), "out of range 0.5"),
+            (json!([{"op": "add", "path": "/layers/tts/voice_settings/emotion", "value": "furious"}]), "unknown emotion"),
+            (json!([{"op": "add", "path": "/layers/tts/tts_engine", "value": "http"}]), "needs base_url"),
+            (json!([{"op": "add", "path": "/layers/tts/base_url", "value": "http://127.0.0.1:3/v1"}]), "only for tts_engine http"),
             (json!([{"op": "test", "path": "/layers/llm/api_key", "value": "sk-secret"}]), "does not apply"),
             (json!([{"op": "copy", "from": "/layers/llm/api_key", "path": "/persona_name"}]), "does not apply"),
             (json!([{"op": "test", "path": "/layers/llm", "value": {"model": "gpt-x", "base_url": "http://127.0.0.1:1/v1", "api_key": "sk-secret"}}]), "does not apply"),
@@ -116,6 +119,23 @@ async fn personas_create_read_patch_delete_and_hide_secrets() {
         assert_eq!(s, StatusCode::OK, "{b}");
         let moved = t.api.db().persona(&id).await.unwrap().unwrap();
         assert!(moved.document["layers"]["llm"].get("api_key").is_none(), "{}", moved.document);
+        // The same for an external voice: its key and headers stay with its server.
+        let external = json!([{"op": "add", "path": "/layers/tts", "value": {"tts_engine": "http", "base_url": "http://127.0.0.1:3/v1",
+                              "api_key": "tts-secret", "headers": {"x-org": "o1"}, "external_voice_id": "nova",
+                              "voice_settings": {"emotion": "calm"}}}]);
+        let (s, b) = t.call("PATCH", &format!("/v2/personas/{id}"), Some(external)).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert!(b["layers"]["tts"].get("api_key").is_none() && b["layers"]["tts"].get("headers").is_none(), "{b}");
+        let (s, b) = t.call("PATCH", &format!("/v2/personas/{id}"), Some(json!([{"op": "replace", "path": "/external_voice_id_nope", "value": 1}]))).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+        let kept = t.api.db().persona(&id).await.unwrap().unwrap();
+        assert_eq!(kept.document["layers"]["tts"]["api_key"], "tts-secret");
+        let (s, b) = t.call("PATCH", &format!("/v2/personas/{id}"), Some(json!([{"op": "replace", "path": "/layers/tts/base_url", "value": "http://127.0.0.1:4/v1"}]))).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let moved = t.api.db().persona(&id).await.unwrap().unwrap();
+        let tts = &moved.document["layers"]["tts"];
+        assert!(tts.get("api_key").is_none() && tts.get("headers").is_none(), "{tts}");
+        assert_eq!(tts["external_voice_id"], "nova");
 
         let (s, listed) = t.call("GET", "/v2/personas?limit=5&page=1", None).await;
         assert_eq!(s, StatusCode::OK);

@@ -68,10 +68,18 @@ pub enum TtsEngine {
 #[serde(deny_unknown_fields)]
 pub struct TtsLayer {
     pub tts_engine: Option<TtsEngine>,
+    /// With `tts_engine: http`: the voice asked of the external server.
     pub external_voice_id: Option<String>,
     pub voice_settings: Option<VoiceSettings>,
     /// Stored and used, never returned.
     pub api_key: Option<String>,
+    /// With `tts_engine: http` (required there): an OpenAI-compatible
+    /// server's base URL, up to `/v1`; speech comes from `{base_url}/audio/speech`.
+    pub base_url: Option<String>,
+    /// With `tts_engine: http`: the `model` sent (default `tts-1`).
+    pub model: Option<String>,
+    /// With `tts_engine: http`: extra request headers. Stored and used, never returned.
+    pub headers: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Default)]
@@ -136,7 +144,8 @@ pub struct Persona {
 
 /// Paths of secrets: stored and used, never shown. Extra LLM headers count
 /// as secrets since they usually carry credentials.
-const SECRET_PATHS: [&str; 3] = ["/layers/llm/api_key", "/layers/tts/api_key", "/layers/llm/headers"];
+const SECRET_PATHS: [&str; 4] =
+    ["/layers/llm/api_key", "/layers/tts/api_key", "/layers/llm/headers", "/layers/tts/headers"];
 
 /// Removes the secrets from a document; returns them by path.
 fn strip_secrets(doc: &mut Value) -> Vec<(&'static str, Value)> {
@@ -171,15 +180,23 @@ fn patch_sets(ops: &json_patch::Patch, secret: &str) -> bool {
 /// Applies a patch to a stored persona without letting it see the secrets:
 /// they are taken out first (so no `copy`, `move` or `test` can reach
 /// them) and put back afterwards unless the patch set or removed them. A
-/// changed LLM `base_url` drops the stored LLM key unless the patch sets a
-/// new one, so a key is never sent to a server it was not given for.
+/// changed `base_url` of the LLM or TTS layer drops that layer's stored key
+/// and headers unless the patch sets new ones, so credentials are never
+/// sent to a server they were not given for.
 fn apply_patch(stored: &Value, ops: &json_patch::Patch) -> Result<Value, ApiError> {
     let mut doc = stored.clone();
     let secrets = strip_secrets(&mut doc);
     json_patch::patch(&mut doc, ops).map_err(|e| ApiError::bad_request(format!("the patch does not apply: {e}")))?;
-    let base_url_changed = stored.pointer("/layers/llm/base_url") != doc.pointer("/layers/llm/base_url");
-    for (path, value) in secrets {
-        if patch_sets(ops, path) || (path == "/layers/llm/api_key" && base_url_changed) {
+    let moved: Vec<bool> = secrets
+        .iter()
+        .map(|(secret, _)| {
+            let layer = secret.rsplit_once('/').map_or("", |(parent, _)| parent);
+            let url = format!("{layer}/base_url");
+            stored.pointer(&url) != doc.pointer(&url)
+        })
+        .collect();
+    for ((path, value), moved) in secrets.into_iter().zip(moved) {
+        if patch_sets(ops, path) || moved {
             continue;
         }
         let (parent, key) = path.rsplit_once('/').unwrap_or(("", path));
@@ -229,10 +246,8 @@ async fn validate(api: &Api, p: &Persona) -> Result<(), ApiError> {
                 }
             }
         }
-        if let Some(speed) = layers.tts.as_ref().and_then(|t| t.voice_settings.as_ref()).and_then(|v| v.speed)
-            && !(0.5..=2.0).contains(&speed)
-        {
-            return Err(ApiError::bad_request(format!("layers.tts.voice_settings.speed {speed} is outside 0.5–2.0")));
+        if let Some(tts) = &layers.tts {
+            validate_tts(tts)?;
         }
         if let Some(stt) = layers.stt.as_ref().and_then(|s| s.stt_engine.as_deref())
             && !stage_model("asr", stt)
@@ -246,6 +261,24 @@ async fn validate(api: &Api, p: &Persona) -> Result<(), ApiError> {
         return Err(ApiError::bad_request(format!("default_replica_id {rid:?} is not a replica")));
     }
     Ok(())
+}
+
+fn validate_tts(tts: &TtsLayer) -> Result<(), ApiError> {
+    let settings = tts.voice_settings.as_ref();
+    tete_engine::tts::VoiceSettings::from_persona(
+        settings.and_then(|v| v.speed),
+        settings.and_then(|v| v.emotion.as_deref()),
+        0,
+    )
+    .map_err(|e| ApiError::bad_request(format!("layers.tts.voice_settings: {e}")))?;
+    match (tts.tts_engine, &tts.base_url) {
+        (Some(TtsEngine::Http), Some(url)) => http_url("layers.tts.base_url", url),
+        (Some(TtsEngine::Http), None) => {
+            Err(ApiError::bad_request("layers.tts.tts_engine http needs base_url (an OpenAI-compatible /v1 server)"))
+        }
+        (_, Some(_)) => Err(ApiError::bad_request("layers.tts.base_url is only for tts_engine http")),
+        (_, None) => Ok(()),
+    }
 }
 
 /// The persona as the API shows it: secrets removed, ids and times added.
