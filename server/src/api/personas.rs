@@ -263,6 +263,25 @@ async fn validate(api: &Api, p: &Persona) -> Result<(), ApiError> {
     Ok(())
 }
 
+impl TtsLayer {
+    /// The external voice this layer names (`tts_engine: http`), as the
+    /// speaking stage's client takes it; `None` for the resident voice.
+    pub fn external_voice(&self) -> Option<tete_engine::tts::external::ExternalVoiceConfig> {
+        if !matches!(self.tts_engine, Some(TtsEngine::Http)) {
+            return None;
+        }
+        Some(tete_engine::tts::external::ExternalVoiceConfig {
+            base_url: self.base_url.clone()?,
+            api_key: self.api_key.clone(),
+            model: self.model.clone().unwrap_or_else(|| "tts-1".into()),
+            voice: self.external_voice_id.clone().unwrap_or_else(|| "alloy".into()),
+            speed: self.voice_settings.as_ref().and_then(|v| v.speed),
+            headers: self.headers.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            timeouts: Default::default(),
+        })
+    }
+}
+
 fn validate_tts(tts: &TtsLayer) -> Result<(), ApiError> {
     let settings = tts.voice_settings.as_ref();
     tete_engine::tts::VoiceSettings::from_persona(
@@ -371,4 +390,27 @@ pub fn routes() -> Router<Api> {
     Router::new()
         .route("/personas", get(list_all).post(create))
         .route("/personas/{id}", get(get_one).patch(patch).delete(delete))
+}
+
+#[cfg(test)]
+mod tts_layer_tests {
+    use super::*;
+
+    #[test]
+    fn an_http_layer_names_its_external_voice() {
+        let layer: TtsLayer = serde_json::from_value(serde_json::json!({
+            "tts_engine": "http", "base_url": "http://127.0.0.1:5/v1", "api_key": "k",
+            "headers": {"x-org": "o"}, "external_voice_id": "nova", "voice_settings": {"speed": 1.5}
+        }))
+        .unwrap();
+        let voice = layer.external_voice().unwrap();
+        assert_eq!(
+            (voice.base_url.as_str(), voice.model.as_str(), voice.voice.as_str()),
+            ("http://127.0.0.1:5/v1", "tts-1", "nova")
+        );
+        assert_eq!((voice.api_key.as_deref(), voice.speed), (Some("k"), Some(1.5)));
+        assert_eq!(voice.headers, [("x-org".to_string(), "o".to_string())]);
+        let resident: TtsLayer = serde_json::from_value(serde_json::json!({"tts_engine": "tete"})).unwrap();
+        assert!(resident.external_voice().is_none());
+    }
 }
