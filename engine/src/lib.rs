@@ -9,6 +9,7 @@ pub mod gpu;
 pub mod hearing;
 pub mod llm;
 pub mod models;
+pub mod remote;
 pub mod tts;
 pub mod turn;
 pub mod vad;

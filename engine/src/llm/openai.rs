@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+use crate::remote::{error_chain, error_message};
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -237,25 +238,10 @@ pub struct ChatClient {
 
 impl ChatClient {
     pub fn new(endpoint: ChatEndpoint) -> Result<Self, ChatError> {
-        let base = endpoint.base_url.trim_end_matches('/');
-        let parsed = reqwest::Url::parse(base).map_err(|e| ChatError::Config(format!("base_url {base:?}: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(ChatError::Config(format!("base_url {base:?} is not http(s)")));
-        }
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (name, value) in &endpoint.headers {
-            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|e| ChatError::Config(format!("header name {name:?}: {e}")))?;
-            let value = reqwest::header::HeaderValue::from_str(value)
-                .map_err(|e| ChatError::Config(format!("header {name}: {e}")))?;
-            headers.insert(name, value);
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(endpoint.timeouts.connect)
-            .default_headers(headers)
-            .build()
-            .map_err(|e| ChatError::Config(e.to_string()))?;
-        Ok(Self { url: format!("{base}/chat/completions"), endpoint, http })
+        let (http, url) =
+            crate::remote::client(&endpoint.base_url, "chat/completions", &endpoint.headers, endpoint.timeouts.connect)
+                .map_err(ChatError::Config)?;
+        Ok(Self { url, endpoint, http })
     }
 
     pub fn url(&self) -> &str {
@@ -317,26 +303,6 @@ impl ChatClient {
     fn timeout(&self, stage: &'static str, waited: Duration) -> ChatError {
         ChatError::Timeout { url: self.url.clone(), stage, waited }
     }
-}
-
-/// OpenAI's `{"error": {"message": …}}`, else the body itself (shortened).
-fn error_message(body: &str) -> String {
-    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
-    match parsed.as_ref().and_then(|v| v["error"]["message"].as_str().or_else(|| v["error"].as_str())) {
-        Some(message) => message.to_string(),
-        None => body.chars().take(300).collect(),
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 type Events = std::pin::Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send>>;
@@ -480,13 +446,6 @@ mod tests {
         let back = serde_json::to_value(&request).unwrap();
         assert_eq!(back["logprobs"], false);
         assert!(back.get("tools").is_none());
-    }
-
-    #[test]
-    fn error_bodies_give_their_message() {
-        assert_eq!(error_message(r#"{"error":{"message":"bad key","type":"auth"}}"#), "bad key");
-        assert_eq!(error_message(r#"{"error":"overloaded"}"#), "overloaded");
-        assert_eq!(error_message("plain text"), "plain text");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use super::OUTPUT_RATE;
 use crate::audio::{ResampleError, StreamResampler};
+use crate::remote::{error_chain, error_message};
 
 /// The rate of OpenAI's `pcm` response format.
 pub const PCM_RATE: u32 = 24_000;
@@ -110,29 +111,13 @@ pub struct ExternalVoice {
 
 impl ExternalVoice {
     pub fn new(config: ExternalVoiceConfig) -> Result<Self, ExternalTtsError> {
-        let base = config.base_url.trim_end_matches('/');
-        let parsed =
-            reqwest::Url::parse(base).map_err(|e| ExternalTtsError::Config(format!("base_url {base:?}: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(ExternalTtsError::Config(format!("base_url {base:?} is not http(s)")));
-        }
         if config.model.trim().is_empty() || config.voice.trim().is_empty() {
             return Err(ExternalTtsError::Config("model and voice must both be set".into()));
         }
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (name, value) in &config.headers {
-            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|e| ExternalTtsError::Config(format!("header name {name:?}: {e}")))?;
-            let value = reqwest::header::HeaderValue::from_str(value)
-                .map_err(|e| ExternalTtsError::Config(format!("header {name}: {e}")))?;
-            headers.insert(name, value);
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.timeouts.connect)
-            .default_headers(headers)
-            .build()
-            .map_err(|e| ExternalTtsError::Config(e.to_string()))?;
-        Ok(Self { url: format!("{base}/audio/speech"), config: Arc::new(config), http })
+        let (http, url) =
+            crate::remote::client(&config.base_url, "audio/speech", &config.headers, config.timeouts.connect)
+                .map_err(ExternalTtsError::Config)?;
+        Ok(Self { url, config: Arc::new(config), http })
     }
 
     /// Where requests go.
@@ -354,27 +339,6 @@ impl Pcm16 {
     fn pending_byte(&self) -> bool {
         self.carry.is_some()
     }
-}
-
-/// OpenAI's `{"error": {"message": …}}`, else the body itself (shortened).
-fn error_message(body: &str) -> String {
-    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
-    match parsed.as_ref().and_then(|v| v["error"]["message"].as_str().or_else(|| v["error"].as_str())) {
-        Some(message) => message.to_string(),
-        None if body.trim().is_empty() => "no error body".into(),
-        None => body.chars().take(300).collect(),
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -126,21 +126,23 @@ async fn completions(
         })?;
     let id = format!("chatcmpl-{:016x}", rand::random::<u64>());
     let created = unix_now();
-    if request.stream == Some(true) {
-        Ok(stream(chat, request, options, admitted, id, created).into_response())
-    } else {
-        whole(chat, request, options, admitted, id, created).await
-    }
+    let job = Job { stream: request.stream == Some(true), chat, request, options, admitted, id, created };
+    if job.stream { Ok(stream(job).into_response()) } else { whole(job).await }
 }
 
-async fn whole(
+/// An admitted request, checked, with the id and time its answer carries.
+struct Job {
     chat: ChatModel,
     request: ChatRequest,
     options: CompletionOptions,
     admitted: OwnedSemaphorePermit,
+    stream: bool,
     id: String,
     created: u64,
-) -> Result<Response, OpenAiError> {
+}
+
+async fn whole(job: Job) -> Result<Response, OpenAiError> {
+    let Job { chat, request, options, admitted, id, created, .. } = job;
     let running = chat.running.clone().acquire_owned().await.map_err(|_| closed())?;
     let model = chat.model.clone();
     // Dropped with the request (client gone): the flag stops generation.
@@ -190,14 +192,8 @@ enum Piece {
     Done(Result<Completion, CompletionError>),
 }
 
-fn stream(
-    chat: ChatModel,
-    request: ChatRequest,
-    options: CompletionOptions,
-    admitted: OwnedSemaphorePermit,
-    id: String,
-    created: u64,
-) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+fn stream(job: Job) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let Job { chat, request, options, admitted, id, created, .. } = job;
     let include_usage = request.extra.get("stream_options").and_then(|o| o.get("include_usage")) == Some(&json!(true));
     let (tx, rx) = mpsc::channel::<Piece>(64);
     let model = chat.model.clone();

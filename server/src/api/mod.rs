@@ -7,7 +7,7 @@ pub mod chat;
 pub mod models;
 mod conversations;
 mod openapi;
-mod personas;
+pub mod personas;
 pub mod replicas;
 pub mod speech;
 mod webhooks;
