@@ -8,6 +8,8 @@
 #    its absence a failure
 #  - the default models, fetched and verified into $TETE_HOME (cached: a
 #    second run downloads nothing)
+#  - aiortc (PyPI) in a venv under $TETE_HOME: the WebRTC peer the edge's
+#    tests talk to
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -21,6 +23,15 @@ if ! ls "$nvrtc"/nvidia/cuda_nvrtc/lib/libnvrtc.so.* >/dev/null 2>&1; then
 fi
 export LD_LIBRARY_PATH="$nvrtc/nvidia/cuda_nvrtc/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export TETE_REQUIRE_NVRTC=1
+
+# A WebRTC peer no one here wrote, for the edge's tests: aiortc in its own venv.
+webrtc_venv="$TETE_HOME/venvs/webrtc"
+if ! "$webrtc_venv/bin/python3" -c "import aiortc" >/dev/null 2>&1; then
+  echo "installing aiortc into $webrtc_venv"
+  python3 -m venv "$webrtc_venv"
+  "$webrtc_venv/bin/python3" -m pip install --quiet --disable-pip-version-check aiortc==1.16.0 numpy
+fi
+export TETE_TEST_PYTHON="$webrtc_venv/bin/python3"
 
 TETE_TEST_POSTGRES_URL=$(scripts/postgres.sh)
 export TETE_TEST_POSTGRES_URL TETE_REQUIRE_POSTGRES=1

@@ -93,6 +93,11 @@ pub struct ServeArgs {
     /// The resident speech recogniser (a Whisper model id of models.toml).
     #[arg(long, env = "TETE_ASR_MODEL", default_value = "whisper-tiny.en")]
     pub asr_model: String,
+    /// The address WebRTC peers' UDP sockets bind to and advertise as their
+    /// host candidate (default: the HTTP bind address, or 127.0.0.1 when
+    /// that is unspecified).
+    #[arg(long, env = "TETE_WEBRTC_IP")]
+    pub webrtc_ip: Option<std::net::IpAddr>,
     /// The resident LLM (a GGUF model id of models.toml).
     #[arg(long, env = "TETE_LLM_MODEL", default_value = "smollm2-135m-instruct")]
     pub llm_model: String,
@@ -390,6 +395,13 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
             voice: Some(voice),
         }),
         host: host.clone(),
+        edge: Some(crate::edge::Edge::new(
+            crate::edge::EdgeConfig {
+                bind_ip: args.webrtc_ip.unwrap_or(if addr.ip().is_unspecified() { [127, 0, 0, 1].into() } else { addr.ip() }),
+                ..Default::default()
+            },
+            None,
+        )),
     };
     crate::api::replicas::ensure_stock(&api).await?;
     let resumed = host.resume().await?;

@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod conversations;
 pub mod db;
+pub mod edge;
 pub mod http;
 pub mod ids;
 pub mod lifecycle;

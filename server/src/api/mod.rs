@@ -56,6 +56,8 @@ pub struct ApiConfig {
 pub struct Api {
     pub config: Arc<ApiConfig>,
     pub host: Arc<Host>,
+    /// The WebRTC edge behind `{conversation_url}/whip` (503 without one).
+    pub edge: Option<Arc<crate::edge::Edge>>,
 }
 
 impl Api {
@@ -248,7 +250,8 @@ pub fn router(api: Api) -> Router {
         .merge(audio::routes(api.clone()))
         .merge(chat::routes(api.clone()))
         .merge(models::routes(api.clone()))
-        .merge(speech::routes(api))
+        .merge(speech::routes(api.clone()))
+        .merge(crate::edge::routes(api))
 }
 
 /// Rejects callback URLs that are not http(s), or (when configured) that

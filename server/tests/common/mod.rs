@@ -107,7 +107,7 @@ pub async fn app_with(url: &str, tweak: impl FnOnce(&mut ApiConfig)) -> TestApp 
         chat: None,
     };
     tweak(&mut config);
-    let api = Api { config: Arc::new(config), host };
+    let api = Api { config: Arc::new(config), host, edge: None };
     tete_server::api::replicas::ensure_stock(&api).await.unwrap();
     TestApp { router: tete_server::api::router(api.clone()), api, upload_root }
 }

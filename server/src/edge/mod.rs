@@ -1,0 +1,298 @@
+//! The WebRTC edge: WHIP (RFC 9725) at `{conversation_url}/whip` and one
+//! str0m peer per participant, each driven by a thin tokio task that owns
+//! its UDP socket and the clock ([`peer::Peer`] itself is sans-IO).
+//!
+//! `POST /c/{id}/whip` with an `application/sdp` offer answers `201
+//! Created`, the SDP answer and a `Location`; `DELETE` there leaves. The
+//! conversation must exist (404) and be active (410), the meeting token is
+//! checked when the conversation requires auth (401 without, 403 wrong), and
+//! a conversation takes [`EdgeConfig::max_peers`] participants (409 past
+//! that). The one ICE candidate is a host candidate on the configured
+//! address.
+//!
+//! Media goes through a [`SessionMedia`] per peer: the replica's audio is
+//! pulled from it every 20 ms and the user's audio, data-channel messages
+//! and presence are pushed to it. Until the replica pipeline exists, the
+//! host's default gives silence and drops what it hears.
+
+pub mod messages;
+pub mod peer;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, post};
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+
+use crate::api::Api;
+use crate::conversations::Signal;
+use messages::{ClientMessage, error_event};
+use peer::{FRAME, Peer, PeerEvent, Poll};
+
+/// How the edge binds and admits peers.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// The address peers' UDP sockets bind to and advertise.
+    pub bind_ip: IpAddr,
+    /// Participants at once in one conversation.
+    pub max_peers: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self { bind_ip: IpAddr::from([127, 0, 0, 1]), max_peers: 1 }
+    }
+}
+
+/// A peer's media, as the session sees it.
+pub trait SessionMedia: Send + 'static {
+    /// The replica's next 20 ms (960 samples at 48 kHz); `None` is silence.
+    fn next_audio(&mut self) -> Option<Vec<f32>>;
+    /// The user's audio at 16 kHz, in order.
+    fn heard(&mut self, pcm: &[f32]);
+    /// A checked data-channel message.
+    fn message(&mut self, message: ClientMessage);
+    /// The peer is connected (`true`) or gone (`false`).
+    fn presence(&mut self, connected: bool);
+}
+
+/// Makes the media of each new peer of a conversation.
+pub type MediaFactory = Arc<dyn Fn(&str) -> Box<dyn SessionMedia> + Send + Sync>;
+
+/// Silence out, nothing kept: the host's media until a replica speaks.
+struct Silent;
+
+impl SessionMedia for Silent {
+    fn next_audio(&mut self) -> Option<Vec<f32>> {
+        None
+    }
+    fn heard(&mut self, _: &[f32]) {}
+    fn message(&mut self, _: ClientMessage) {}
+    fn presence(&mut self, _: bool) {}
+}
+
+struct Session {
+    conversation: String,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+/// The peers this host serves.
+pub struct Edge {
+    config: EdgeConfig,
+    media: MediaFactory,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Edge {
+    pub fn new(config: EdgeConfig, media: Option<MediaFactory>) -> Arc<Self> {
+        let media = media.unwrap_or_else(|| Arc::new(|_: &str| Box::new(Silent) as Box<dyn SessionMedia>));
+        Arc::new(Self { config, media, sessions: Mutex::new(HashMap::new()) })
+    }
+
+    /// Peers connected (or connecting) to `conversation`.
+    pub fn peers(&self, conversation: &str) -> usize {
+        self.lock().values().filter(|s| s.conversation == conversation).count()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Ends every peer of `conversation` (it ended).
+    pub fn close_conversation(&self, conversation: &str) {
+        for session in self.lock().values_mut().filter(|s| s.conversation == conversation) {
+            if let Some(stop) = session.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+    }
+}
+
+/// The WHIP routes, served under the conversation URL.
+pub fn routes(api: Api) -> Router {
+    Router::new()
+        .route("/c/{id}/whip", post(join))
+        .route("/c/{id}/whip/{session}", delete(leave))
+        .layer(DefaultBodyLimit::max(peer::MAX_OFFER_BYTES))
+        .with_state(api)
+}
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message.into()).into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+async fn join(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(edge) = api.edge.clone() else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "this host has no WebRTC edge");
+    };
+    let is_sdp = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp")));
+    if !is_sdp {
+        return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the offer as Content-Type: application/sdp");
+    }
+    let row = match api.db().conversation(&id).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return refuse(StatusCode::NOT_FOUND, format!("no conversation {id}")),
+        Err(e) => {
+            tracing::error!("WHIP lookup of {id}: {e}");
+            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "the conversation could not be read");
+        }
+    };
+    if row.status != "active" {
+        return refuse(StatusCode::GONE, format!("conversation {id} has ended"));
+    }
+    if row.meeting_token_hash.is_some() {
+        let Some(token) = bearer(&headers) else {
+            return refuse(StatusCode::UNAUTHORIZED, "this conversation needs its meeting token (Authorization: Bearer)");
+        };
+        match api.db().meeting_token_ok(&id, Some(token)).await {
+            Ok(true) => {}
+            Ok(false) => return refuse(StatusCode::FORBIDDEN, "wrong meeting token"),
+            Err(e) => {
+                tracing::error!("WHIP token check of {id}: {e}");
+                return refuse(StatusCode::INTERNAL_SERVER_ERROR, "the meeting token could not be checked");
+            }
+        }
+    }
+    let Ok(offer) = std::str::from_utf8(&body) else {
+        return refuse(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text");
+    };
+    let socket = match UdpSocket::bind(SocketAddr::new(edge.config.bind_ip, 0)).await {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::error!("binding a peer socket: {e}");
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "no UDP port for the peer");
+        }
+    };
+    let Ok(local) = socket.local_addr() else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "no UDP port for the peer");
+    };
+    let (peer, answer) = match Peer::accept(offer, local, Instant::now()) {
+        Ok(accepted) => accepted,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let session = crate::ids::random_token(12);
+    let (stop, stopped) = oneshot::channel();
+    {
+        let mut sessions = edge.lock();
+        if sessions.values().filter(|s| s.conversation == id).count() >= edge.config.max_peers {
+            return refuse(StatusCode::CONFLICT, format!("conversation {id} already has its participant"));
+        }
+        sessions.insert(session.clone(), Session { conversation: id.clone(), stop: Some(stop) });
+    }
+    let media = (edge.media)(&id);
+    let driver = Driver { peer, socket, media, conversation: id.clone(), session: session.clone() };
+    tokio::spawn(driver.run(api.clone(), edge, stopped));
+    let location = format!("/c/{id}/whip/{session}");
+    (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/sdp".to_string()), (header::LOCATION, location)], answer)
+        .into_response()
+}
+
+async fn leave(State(api): State<Api>, Path((id, session)): Path<(String, String)>) -> Response {
+    let Some(edge) = api.edge.clone() else {
+        return refuse(StatusCode::NOT_FOUND, "no such session");
+    };
+    let stop = edge.lock().get_mut(&session).filter(|s| s.conversation == id).map(|s| s.stop.take());
+    match stop {
+        Some(stop) => {
+            if let Some(stop) = stop {
+                let _ = stop.send(());
+            }
+            StatusCode::OK.into_response()
+        }
+        None => refuse(StatusCode::NOT_FOUND, "no such session"),
+    }
+}
+
+/// One peer's task: its socket, its clock, its media.
+struct Driver {
+    peer: Peer,
+    socket: UdpSocket,
+    media: Box<dyn SessionMedia>,
+    conversation: String,
+    session: String,
+}
+
+impl Driver {
+    async fn run(mut self, api: Api, edge: Arc<Edge>, mut stopped: oneshot::Receiver<()>) {
+        let mut buf = vec![0u8; 2048];
+        let mut frames = tokio::time::interval(Duration::from_millis(20));
+        frames.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut connected = false;
+        'session: loop {
+            // Drain everything the peer has to say before waiting again.
+            let deadline = loop {
+                match self.peer.poll() {
+                    Poll::Transmit { destination, contents } => {
+                        if let Err(e) = self.socket.send_to(&contents, destination).await {
+                            tracing::debug!("peer send: {e}");
+                        }
+                    }
+                    Poll::Event(PeerEvent::Closed) => break 'session,
+                    Poll::Event(event) => self.handle(&api, event, &mut connected).await,
+                    Poll::Wait(at) => break at,
+                }
+            };
+            tokio::select! {
+                _ = &mut stopped => {
+                    self.peer.close();
+                    break;
+                }
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((n, source)) => self.peer.receive(Instant::now(), source, &buf[..n]),
+                    Err(e) => tracing::debug!("peer receive: {e}"),
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => self.peer.tick(Instant::now()),
+                _ = frames.tick(), if connected => {
+                    let frame = self.media.next_audio().filter(|f| f.len() == FRAME).unwrap_or_else(|| vec![0.0; FRAME]);
+                    if let Err(e) = self.peer.send_audio(Instant::now(), &frame) {
+                        tracing::debug!("peer audio out: {e}");
+                    }
+                }
+            }
+        }
+        edge.lock().remove(&self.session);
+        if connected {
+            self.media.presence(false);
+            api.host.signal(&self.conversation, Signal::ParticipantLeft).await;
+        }
+    }
+
+    async fn handle(&mut self, api: &Api, event: PeerEvent, connected: &mut bool) {
+        match event {
+            PeerEvent::Connected => {
+                *connected = true;
+                self.media.presence(true);
+                api.host.signal(&self.conversation, Signal::ParticipantJoined).await;
+            }
+            PeerEvent::Audio(pcm) => self.media.heard(&pcm),
+            PeerEvent::Data(text) => match messages::parse(&text, &self.conversation) {
+                Ok(message) => self.media.message(message),
+                Err(why) => {
+                    self.peer.send_text(&error_event(&self.conversation, &why));
+                }
+            },
+            PeerEvent::Closed => {}
+        }
+    }
+}

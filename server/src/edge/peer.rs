@@ -1,0 +1,298 @@
+//! One WebRTC peer, sans-IO: a str0m `Rtc` plus the media work around it.
+//! It never reads a clock or a socket: the driver hands it datagrams and
+//! the time, writes what [`Peer::poll`] gives back and sleeps until the
+//! deadline it returns.
+//!
+//! In: the user's Opus audio is decoded (48 kHz, packet loss concealed
+//! when a packet is missing) and resampled to 16 kHz mono for the engine.
+//! Out: 20 ms frames of the replica's 48 kHz audio are encoded to Opus and
+//! stamped on one 48 kHz media clock. Data-channel text comes out as it is;
+//! the driver parses it.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpOffer;
+use str0m::channel::ChannelId;
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tete_engine::audio::StreamResampler;
+
+/// Samples in one 20 ms frame at 48 kHz, the unit of audio out.
+pub const FRAME: usize = 960;
+/// The engine's rate.
+pub const ENGINE_RATE: u32 = 16_000;
+const OPUS_RATE: u32 = 48_000;
+/// Largest SDP offer accepted.
+pub const MAX_OFFER_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("the offer is not valid SDP: {0}")]
+    Sdp(String),
+    #[error("the offer cannot be answered: {0}")]
+    Offer(String),
+    #[error("the offer has no audio the replica can hear (Opus)")]
+    NoAudio,
+    #[error("WebRTC: {0}")]
+    Rtc(#[from] str0m::RtcError),
+    #[error("Opus: {0}")]
+    Opus(#[from] opus::Error),
+    #[error("resampling: {0}")]
+    Resample(#[from] tete_engine::audio::ResampleError),
+}
+
+/// What a peer tells the session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerEvent {
+    /// ICE and DTLS are up: media flows.
+    Connected,
+    /// The user's audio: 16 kHz mono, in order, gaps concealed.
+    Audio(Vec<f32>),
+    /// A text message on the data channel.
+    Data(String),
+    /// The peer is gone (ICE disconnected, or it closed).
+    Closed,
+}
+
+/// What the driver must do next.
+#[derive(Debug)]
+pub enum Poll {
+    Transmit { destination: SocketAddr, contents: Vec<u8> },
+    Event(PeerEvent),
+    /// Nothing more until this time or new input.
+    Wait(Instant),
+}
+
+/// The user's audio track and its decoder.
+struct AudioIn {
+    mid: Mid,
+    decoder: opus::Decoder,
+    resampler: StreamResampler,
+    /// The RTP time the next packet should carry (48 kHz units).
+    expected: Option<u64>,
+    scratch: Vec<f32>,
+}
+
+/// The replica's audio track and its encoder.
+struct AudioOut {
+    mid: Mid,
+    encoder: opus::Encoder,
+    /// 48 kHz samples sent so far: the media clock.
+    clock: u64,
+    started: Option<Instant>,
+}
+
+pub struct Peer {
+    rtc: Rtc,
+    local: SocketAddr,
+    audio_in: Option<AudioIn>,
+    audio_out: Option<AudioOut>,
+    channel: Option<ChannelId>,
+    closed: bool,
+}
+
+impl Peer {
+    /// Answers `offer` for a peer reached at `local` (the UDP socket the
+    /// driver bound, advertised as the one host candidate).
+    pub fn accept(offer: &str, local: SocketAddr, now: Instant) -> Result<(Self, String), PeerError> {
+        if offer.len() > MAX_OFFER_BYTES {
+            return Err(PeerError::Sdp(format!("it is over {MAX_OFFER_BYTES} bytes")));
+        }
+        let has_opus = offer.lines().any(|l| l.starts_with("m=audio"))
+            && offer.lines().any(|l| l.starts_with("a=rtpmap:") && l.to_ascii_lowercase().contains("opus/48000"));
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| PeerError::Sdp(e.to_string()))?;
+        if !has_opus {
+            return Err(PeerError::NoAudio);
+        }
+        let mut rtc = RtcConfig::new().build(now);
+        let candidate = Candidate::host(local, "udp").map_err(|e| PeerError::Offer(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| PeerError::Offer(e.to_string()))?;
+        let peer = Self { rtc, local, audio_in: None, audio_out: None, channel: None, closed: false };
+        Ok((peer, answer.to_sdp_string()))
+    }
+
+    /// Sets up the first audio line as the offer negotiated it (the
+    /// direction is ours: `SendRecv` hears and speaks).
+    fn add_audio(&mut self, mid: Mid, direction: Direction) -> Result<(), PeerError> {
+        if self.audio_in.is_some() || self.audio_out.is_some() {
+            return Ok(());
+        }
+        if matches!(direction, Direction::RecvOnly | Direction::SendRecv) {
+            self.audio_in = Some(AudioIn {
+                mid,
+                decoder: opus::Decoder::new(OPUS_RATE, opus::Channels::Mono)?,
+                resampler: StreamResampler::new(OPUS_RATE, ENGINE_RATE)?,
+                expected: None,
+                scratch: vec![0.0; FRAME * 6],
+            });
+        }
+        if matches!(direction, Direction::SendOnly | Direction::SendRecv) {
+            let mut encoder = opus::Encoder::new(OPUS_RATE, opus::Channels::Mono, opus::Application::Voip)?;
+            encoder.set_bitrate(opus::Bitrate::Bits(32_000))?;
+            self.audio_out = Some(AudioOut { mid, encoder, clock: 0, started: None });
+        }
+        Ok(())
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed || !self.rtc.is_alive()
+    }
+
+    /// A datagram that arrived on the peer's socket from `source`.
+    pub fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
+        let Ok(contents) = contents.try_into() else { return }; // not STUN/DTLS/RTP: ignored
+        let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination: self.local, contents });
+        if !self.rtc.accepts(&input) {
+            return;
+        }
+        if let Err(e) = self.rtc.handle_input(input) {
+            tracing::debug!("peer input refused: {e}");
+        }
+    }
+
+    /// The time has come for a deadline `poll` gave.
+    pub fn tick(&mut self, now: Instant) {
+        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+            tracing::debug!("peer timeout: {e}");
+        }
+    }
+
+    /// The next thing to do. Call until it says [`Poll::Wait`], after every
+    /// input and every frame written.
+    pub fn poll(&mut self) -> Poll {
+        loop {
+            if self.closed {
+                return Poll::Wait(far_future());
+            }
+            let output = match self.rtc.poll_output() {
+                Ok(output) => output,
+                Err(e) => {
+                    tracing::debug!("peer failed: {e}");
+                    self.closed = true;
+                    return Poll::Event(PeerEvent::Closed);
+                }
+            };
+            match output {
+                Output::Timeout(at) => return Poll::Wait(at),
+                Output::Transmit(t) => {
+                    return Poll::Transmit { destination: t.destination, contents: t.contents.to_vec() };
+                }
+                Output::Event(event) => {
+                    if let Some(event) = self.event(event) {
+                        return Poll::Event(event);
+                    }
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, event: Event) -> Option<PeerEvent> {
+        match event {
+            Event::Connected => Some(PeerEvent::Connected),
+            Event::MediaAdded(added) if added.kind == MediaKind::Audio => {
+                if let Err(e) = self.add_audio(added.mid, added.direction) {
+                    tracing::warn!("setting up the audio track: {e}");
+                }
+                None
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.closed = true;
+                Some(PeerEvent::Closed)
+            }
+            Event::MediaData(data) => {
+                let audio = self.audio_in.as_mut().filter(|a| a.mid == data.mid)?;
+                let is_opus = data.params.spec().codec == Codec::Opus;
+                if !is_opus {
+                    return None;
+                }
+                audio.decode(data.time, &data.data)
+            }
+            Event::ChannelOpen(id, _) => {
+                self.channel = Some(id);
+                None
+            }
+            Event::ChannelData(d) if !d.binary => Some(PeerEvent::Data(String::from_utf8_lossy(&d.data).into_owned())),
+            Event::ChannelData(_) => Some(PeerEvent::Data(String::new())),
+            Event::ChannelClose(id) if Some(id) == self.channel => {
+                self.channel = None;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Sends one 20 ms frame (960 samples at 48 kHz) of the replica's audio.
+    /// Before the connection is up, or without an outgoing audio track,
+    /// it does nothing.
+    pub fn send_audio(&mut self, now: Instant, frame: &[f32]) -> Result<(), PeerError> {
+        let Some(out) = self.audio_out.as_mut() else { return Ok(()) };
+        let Some(writer) = self.rtc.writer(out.mid) else { return Ok(()) };
+        let Some(pt) = writer.payload_params().find(|p| p.spec().codec == Codec::Opus).map(|p| p.pt()) else {
+            return Ok(());
+        };
+        let mut packet = [0u8; 1500];
+        let n = out.encoder.encode_float(frame, &mut packet)?;
+        let started = *out.started.get_or_insert(now);
+        let wallclock = started + Duration::from_micros(out.clock * 1_000_000 / u64::from(OPUS_RATE));
+        writer.write(pt, wallclock, MediaTime::new(out.clock, Frequency::FORTY_EIGHT_KHZ), packet[..n].to_vec())?;
+        out.clock += frame.len() as u64;
+        Ok(())
+    }
+
+    /// Sends a text message on the data channel, if one is open.
+    pub fn send_text(&mut self, text: &str) -> bool {
+        let Some(id) = self.channel else { return false };
+        self.rtc.channel(id).is_some_and(|mut c| c.write(false, text.as_bytes()).unwrap_or(false))
+    }
+
+    pub fn close(&mut self) {
+        self.rtc.disconnect();
+        self.closed = true;
+    }
+}
+
+impl AudioIn {
+    /// Decodes one Opus packet at RTP time `time`; a gap before it is
+    /// filled by Opus's loss concealment first.
+    fn decode(&mut self, time: MediaTime, packet: &[u8]) -> Option<PeerEvent> {
+        let at = time.rebase(Frequency::FORTY_EIGHT_KHZ).numer();
+        let mut pcm = Vec::new();
+        if let Some(expected) = self.expected {
+            // Up to 120 ms concealed; a longer gap is a pause, not loss.
+            let missing = at.saturating_sub(expected).min(6 * FRAME as u64) as usize;
+            let mut left = missing;
+            while left > 0 {
+                let n = left.min(FRAME);
+                match self.decoder.decode_float(&[], &mut self.scratch[..n], false) {
+                    Ok(got) => pcm.extend_from_slice(&self.scratch[..got]),
+                    Err(_) => break,
+                }
+                left -= n;
+            }
+        }
+        match self.decoder.decode_float(packet, &mut self.scratch, false) {
+            Ok(n) => {
+                pcm.extend_from_slice(&self.scratch[..n]);
+                self.expected = Some(at + n as u64);
+            }
+            Err(e) => {
+                tracing::debug!("undecodable Opus packet: {e}");
+                return None;
+            }
+        }
+        let out = self.resampler.push(&pcm).ok()?;
+        (!out.is_empty()).then_some(PeerEvent::Audio(out))
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(3600)
+}

@@ -1,0 +1,247 @@
+//! The WebRTC edge against peers no one here wrote: an aiortc client
+//! (`whip_client.py`, PyPI `aiortc`) joins over WHIP on 127.0.0.1, sends a
+//! 300 Hz tone as its microphone and data-channel messages, and records what
+//! the replica's side (here a 440 Hz test tone standing in for the replica)
+//! sends back. Refusals (content type, unknown, ended and full
+//! conversations, meeting tokens, malformed offers) use offers made by str0m
+//! acting as the client. Everything binds and talks to 127.0.0.1 only.
+
+mod common;
+
+use std::f64::consts::PI;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use common::{TestApp, app};
+use serde_json::{Value, json};
+use str0m::media::{Direction, MediaKind};
+use tete_server::api::Api;
+use tete_server::edge::messages::ClientMessage;
+use tete_server::edge::{Edge, EdgeConfig, SessionMedia};
+
+#[derive(Default)]
+struct Recorded {
+    heard: Vec<f32>,
+    messages: Vec<ClientMessage>,
+    presence: Vec<bool>,
+}
+
+/// The test's replica: a 440 Hz tone out, and a record of what comes in.
+struct ToneMedia {
+    phase: f64,
+    recorded: Arc<Mutex<Recorded>>,
+}
+
+impl SessionMedia for ToneMedia {
+    fn next_audio(&mut self) -> Option<Vec<f32>> {
+        let frame = (0..960)
+            .map(|i| (0.3 * (self.phase + 2.0 * PI * 440.0 * i as f64 / 48_000.0).sin()) as f32)
+            .collect();
+        self.phase = (self.phase + 2.0 * PI * 440.0 * 960.0 / 48_000.0) % (2.0 * PI);
+        Some(frame)
+    }
+    fn heard(&mut self, pcm: &[f32]) {
+        self.recorded.lock().unwrap().heard.extend_from_slice(pcm);
+    }
+    fn message(&mut self, message: ClientMessage) {
+        self.recorded.lock().unwrap().messages.push(message);
+    }
+    fn presence(&mut self, connected: bool) {
+        self.recorded.lock().unwrap().presence.push(connected);
+    }
+}
+
+struct Fixture {
+    edge: Arc<Edge>,
+    base: String,
+    recorded: Arc<Mutex<Recorded>>,
+    app: TestApp,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&tete_server::db::Db::sqlite_url(dir.path())).await;
+    let recorded = Arc::new(Mutex::new(Recorded::default()));
+    let for_media = recorded.clone();
+    let edge = Edge::new(
+        EdgeConfig::default(),
+        Some(Arc::new(move |_: &str| {
+            Box::new(ToneMedia { phase: 0.0, recorded: for_media.clone() }) as Box<dyn SessionMedia>
+        })),
+    );
+    let api = Api { edge: Some(edge.clone()), ..app.api.clone() };
+    let router = tete_server::api::router(api.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    Fixture { edge, base, recorded, app, _dir: dir }
+}
+
+impl Fixture {
+    /// A new active conversation: (id, meeting token when `require_auth`).
+    async fn conversation(&self, require_auth: bool) -> (String, Option<String>) {
+        let body = json!({"replica_id": "rstockastronaut", "require_auth": require_auth});
+        let (status, c) = self.app.call("POST", "/v2/conversations", Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "{c}");
+        (c["conversation_id"].as_str().unwrap().to_string(), c["meeting_token"].as_str().map(String::from))
+    }
+
+    fn whip(&self, id: &str) -> String {
+        format!("{}/c/{id}/whip", self.base)
+    }
+}
+
+/// An offer from str0m acting as the client: audio (send and receive) and a data channel.
+fn offer(kinds: &[MediaKind]) -> String {
+    let mut rtc = str0m::RtcConfig::new().build(Instant::now());
+    let mut change = rtc.sdp_api();
+    for &kind in kinds {
+        change.add_media(kind, Direction::SendRecv, None, None, None);
+    }
+    change.add_channel("tete".into());
+    let (offer, _pending) = change.apply().unwrap();
+    offer.to_sdp_string()
+}
+
+async fn post(url: &str, content_type: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> (u16, String, String) {
+    let mut request = reqwest::Client::new().post(url).header("content-type", content_type).body(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let location = response.headers().get("location").map(|l| l.to_str().unwrap().to_string()).unwrap_or_default();
+    (status, location, response.text().await.unwrap())
+}
+
+/// A 16-bit mono 48 kHz WAV of a 300 Hz tone.
+fn tone_wav(path: &std::path::Path, seconds: f64) {
+    let n = (48_000.0 * seconds) as usize;
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + 2 * n as u32).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    for v in [16u32, 1 | (1 << 16), 48_000, 96_000, 2 | (16 << 16)] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&(2 * n as u32).to_le_bytes());
+    for i in 0..n {
+        let s = (0.4 * (2.0 * PI * 300.0 * i as f64 / 48_000.0).sin() * 32767.0) as i16;
+        b.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+fn rms(pcm: &[f32]) -> f64 {
+    (pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / pcm.len().max(1) as f64).sqrt()
+}
+
+fn zero_crossing_hz(pcm: &[f32], rate: f64) -> f64 {
+    let crossings = pcm.windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
+    crossings as f64 / 2.0 / (pcm.len() as f64 / rate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aiortc_peer_talks_and_listens_over_whip() {
+    let f = fixture().await;
+    let (id, _) = f.conversation(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("mic.wav");
+    tone_wav(&wav, 6.0);
+    let respond = json!({"message_type": "conversation", "event_type": "conversation.respond",
+                         "conversation_id": id, "properties": {"text": "hello"}});
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/whip_client.py");
+    // scripts/test.sh points this at a venv with aiortc.
+    let python = std::env::var("TETE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut command = std::process::Command::new(python);
+    command.args([script, &f.whip(&id), wav.to_str().unwrap(), "3"]);
+    command.args(["--message", &respond.to_string(), "--message", "{not json"]);
+    // The client runs on its own thread while this runtime serves it.
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("python3 with aiortc (scripts/test.sh installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let client: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    println!("client: {client}");
+    assert_eq!(client["join_status"], 201, "{client}");
+    assert_eq!(client["connected"], true, "{client}");
+    assert_eq!(client["leave_status"], 200, "{client}");
+
+    // What the client heard: the replica's 440 Hz tone, continuous.
+    assert!(client["audio_seconds"].as_f64().unwrap() > 2.0, "{client}");
+    assert!(client["audio_rms"].as_f64().unwrap() > 0.1, "{client}");
+    let hz = client["audio_hz"].as_f64().unwrap();
+    assert!((hz - 440.0).abs() < 20.0, "client heard {hz} Hz");
+
+    // What the server heard: the client's 300 Hz tone at 16 kHz.
+    common::eventually(Duration::from_secs(5), || async { (f.edge.peers(&id) == 0).then_some(()) })
+        .await
+        .expect("the peer is gone after DELETE");
+    let recorded = f.recorded.lock().unwrap();
+    let heard = &recorded.heard;
+    assert!(heard.len() > 16_000 * 2, "server heard {} samples", heard.len());
+    let steady = &heard[heard.len() / 4..];
+    assert!(rms(steady) > 0.1, "server heard rms {}", rms(steady));
+    let hz = zero_crossing_hz(steady, 16_000.0);
+    assert!((hz - 300.0).abs() < 20.0, "server heard {hz} Hz");
+
+    // The data channel: the valid message arrived, the malformed one was answered.
+    assert_eq!(recorded.messages, [ClientMessage::Respond("hello".into())]);
+    let replies: Vec<Value> =
+        client["messages"].as_array().unwrap().iter().map(|m| serde_json::from_str(m.as_str().unwrap()).unwrap()).collect();
+    assert!(replies.iter().any(|r| r["event_type"] == "conversation.error"), "{replies:?}");
+    assert_eq!(recorded.presence, [true, false]);
+}
+
+#[tokio::test]
+async fn bad_joins_are_refused_clearly() {
+    let f = fixture().await;
+    let (id, _) = f.conversation(false).await;
+    let audio = offer(&[MediaKind::Audio]);
+
+    let (status, _, body) = post(&f.whip(&id), "text/plain", None, audio.clone()).await;
+    assert_eq!(status, 415, "{body}");
+    let (status, _, _) = post(&f.whip("cnotthere"), "application/sdp", None, audio.clone()).await;
+    assert_eq!(status, 404);
+    for bad in ["v=0\r\nthis is not sdp", "", "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"] {
+        let (status, _, body) = post(&f.whip(&id), "application/sdp", None, bad).await;
+        assert_eq!(status, 400, "{bad:?}: {body}");
+    }
+    let (status, _, body) = post(&f.whip(&id), "application/sdp", None, vec![0xff_u8, 0xfe, 0x00]).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = post(&f.whip(&id), "application/sdp", None, offer(&[MediaKind::Video])).await;
+    assert_eq!((status, body.contains("no audio")), (400, true), "{body}");
+
+    // One participant per conversation; leaving frees the place.
+    let (status, location, answer) = post(&f.whip(&id), "application/sdp", None, audio.clone()).await;
+    assert_eq!(status, 201, "{answer}");
+    assert!(answer.starts_with("v=0") && answer.contains("a=candidate") && answer.contains("127.0.0.1"), "{answer}");
+    assert!(location.starts_with(&format!("/c/{id}/whip/")), "{location}");
+    let (status, _, _) = post(&f.whip(&id), "application/sdp", None, audio.clone()).await;
+    assert_eq!(status, 409);
+    let client = reqwest::Client::new();
+    let left = client.delete(format!("{}{location}", f.base)).send().await.unwrap().status();
+    assert_eq!(left, 200);
+    common::eventually(Duration::from_secs(5), || async { (f.edge.peers(&id) == 0).then_some(()) }).await.unwrap();
+    assert_eq!(client.delete(format!("{}{location}", f.base)).send().await.unwrap().status(), 404);
+
+    // An ended conversation is gone.
+    let (status, _) = f.app.call("POST", &format!("/v2/conversations/{id}/end"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = post(&f.whip(&id), "application/sdp", None, audio.clone()).await;
+    assert_eq!(status, 410);
+
+    // A conversation that requires auth wants its meeting token.
+    let (secure, token) = f.conversation(true).await;
+    let token = token.expect("a meeting token");
+    assert_eq!(post(&f.whip(&secure), "application/sdp", None, audio.clone()).await.0, 401);
+    assert_eq!(post(&f.whip(&secure), "application/sdp", Some("wrong"), audio.clone()).await.0, 403);
+    let (status, location, _) = post(&f.whip(&secure), "application/sdp", Some(&token), audio.clone()).await;
+    assert_eq!(status, 201);
+    assert_eq!(client.delete(format!("{}{location}", f.base)).send().await.unwrap().status(), 200);
+}

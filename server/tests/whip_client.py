@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""A WebRTC peer no one here wrote (aiortc) joining a tete conversation over
+WHIP, for the edge's tests.
+
+It sends a WAV file as its microphone, opens the data channel and sends the
+messages given, records the replica's audio, then leaves with DELETE.
+Prints one JSON object: whether it connected, the replica audio it received
+(seconds, RMS, zero-crossing frequency), the data-channel messages it got,
+and the HTTP statuses of the join and the leave.
+
+aioice gathers host candidates on every interface but loopback, and aiortc
+asks a public STUN server by default; the tests send packets to 127.0.0.1
+only, so the address list is replaced by 127.0.0.1 alone and no ICE server
+is configured.
+
+    pip install aiortc
+    python3 whip_client.py URL WAV SECONDS [--token T] [--message JSON ...]
+"""
+
+import argparse
+import asyncio
+import json
+import urllib.error
+import urllib.request
+
+import aioice.ice
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaPlayer
+
+aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+
+
+def http(method, url, body=None, headers=None):
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode()
+
+
+async def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("wav")
+    parser.add_argument("seconds", type=float)
+    parser.add_argument("--token")
+    parser.add_argument("--message", action="append", default=[])
+    args = parser.parse_args()
+
+    # No ICE servers: aiortc's default is a public STUN server.
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    player = MediaPlayer(args.wav)
+    pc.addTrack(player.audio)
+    channel = pc.createDataChannel("tete")
+    received_messages = []
+    channel.on("message", lambda m: received_messages.append(m if isinstance(m, str) else m.decode()))
+    samples = []
+    connected = asyncio.Event()
+
+    @pc.on("connectionstatechange")
+    def on_state():
+        if pc.connectionState == "connected":
+            connected.set()
+
+    @pc.on("track")
+    def on_track(track):
+        async def pull():
+            while True:
+                try:
+                    frame = await track.recv()
+                except Exception:
+                    return
+                pcm = frame.to_ndarray().astype(np.float32).reshape(-1) / 32768.0
+                if frame.layout.name == "stereo":
+                    pcm = pcm.reshape(-1, 2).mean(axis=1)
+                samples.append((frame.sample_rate, pcm))
+
+        asyncio.ensure_future(pull())
+
+    await pc.setLocalDescription(await pc.createOffer())
+    headers = {"Content-Type": "application/sdp"}
+    if args.token:
+        headers["Authorization"] = f"Bearer {args.token}"
+    status, response_headers, answer = await asyncio.to_thread(
+        http, "POST", args.url, pc.localDescription.sdp.encode(), headers
+    )
+    result = {"join_status": status}
+    if status != 201:
+        result["join_body"] = answer
+        print(json.dumps(result))
+        await pc.close()
+        return
+    location = response_headers.get("Location") or response_headers.get("location")
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    try:
+        await asyncio.wait_for(connected.wait(), 15)
+        result["connected"] = True
+    except asyncio.TimeoutError:
+        result["connected"] = False
+    for _ in range(50):
+        if channel.readyState == "open":
+            break
+        await asyncio.sleep(0.1)
+    for message in args.message:
+        channel.send(message)
+    await asyncio.sleep(args.seconds)
+
+    base = args.url.split("/c/")[0]
+    status, _, _ = await asyncio.to_thread(http, "DELETE", base + location)
+    result["leave_status"] = status
+    await pc.close()
+
+    rate = samples[0][0] if samples else 48000
+    pcm = np.concatenate([s for _, s in samples]) if samples else np.zeros(0, np.float32)
+    # The start is the jitter buffer filling: judge the steady part.
+    steady = pcm[len(pcm) // 4 :]
+    crossings = np.count_nonzero(np.diff(np.signbit(steady).astype(np.int8))) if len(steady) else 0
+    result.update(
+        {
+            "audio_seconds": len(pcm) / rate,
+            "audio_rms": float(np.sqrt(np.mean(steady**2))) if len(steady) else 0.0,
+            "audio_hz": crossings / 2 / (len(steady) / rate) if len(steady) else 0.0,
+            "messages": received_messages,
+        }
+    )
+    print(json.dumps(result))
+
+
+asyncio.run(main())
