@@ -18,11 +18,14 @@ use serde_json::{Value, json};
 use str0m::media::{Direction, MediaKind};
 use tete_server::api::Api;
 use tete_server::edge::messages::ClientMessage;
+use tete_server::edge::peer::VideoFrame;
 use tete_server::edge::{Edge, EdgeConfig, SessionMedia};
 
 #[derive(Default)]
 struct Recorded {
     heard: Vec<f32>,
+    /// (width, height, mean luma of the top half, of the bottom half) of each frame seen.
+    seen: Vec<(usize, usize, f64, f64)>,
     messages: Vec<ClientMessage>,
     presence: Vec<bool>,
 }
@@ -40,6 +43,18 @@ impl SessionMedia for ToneMedia {
             .collect();
         self.phase = (self.phase + 2.0 * PI * 440.0 * 960.0 / 48_000.0) % (2.0 * PI);
         Some(frame)
+    }
+    /// 512×512: the top half dark, the bottom half bright (the client's camera is the other way round).
+    fn next_video(&mut self) -> Option<VideoFrame> {
+        let mut frame = VideoFrame::solid(512, 512, (40, 128, 128));
+        frame.i420[256 * 512..512 * 512].fill(210);
+        Some(frame)
+    }
+    fn seen(&mut self, frame: &VideoFrame) {
+        let half = frame.width * frame.height / 2;
+        let mean = |plane: &[u8]| plane.iter().map(|&v| f64::from(v)).sum::<f64>() / plane.len() as f64;
+        let (top, bottom) = (mean(&frame.i420[..half]), mean(&frame.i420[half..2 * half]));
+        self.recorded.lock().unwrap().seen.push((frame.width, frame.height, top, bottom));
     }
     fn heard(&mut self, pcm: &[f32]) {
         self.recorded.lock().unwrap().heard.extend_from_slice(pcm);
@@ -189,6 +204,18 @@ async fn an_aiortc_peer_talks_and_listens_over_whip() {
     assert!(rms(steady) > 0.1, "server heard rms {}", rms(steady));
     let hz = zero_crossing_hz(steady, 16_000.0);
     assert!((hz - 300.0).abs() < 20.0, "server heard {hz} Hz");
+
+    // Video both ways: the replica's frames decoded by the client, the
+    // client's camera decoded here, a few frames a second, the right way up.
+    let video = &client["video"];
+    assert!(video["frames"].as_u64().unwrap() >= 25, "{video}");
+    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(512), Some(512)), "{video}");
+    let (top, bottom) = (video["top_luma"].as_f64().unwrap(), video["bottom_luma"].as_f64().unwrap());
+    assert!(top < 60.0 && bottom > 190.0, "client saw top {top}, bottom {bottom}");
+    assert!(recorded.seen.len() >= 5, "server saw {} frames", recorded.seen.len());
+    let (w, h, top, bottom) = *recorded.seen.last().unwrap();
+    assert_eq!((w, h), (320, 240));
+    assert!(top > 180.0 && bottom < 70.0, "server saw top {top}, bottom {bottom}");
 
     // The data channel: the valid message arrived, the malformed one was answered.
     assert_eq!(recorded.messages, [ClientMessage::Respond("hello".into())]);

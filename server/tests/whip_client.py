@@ -2,11 +2,13 @@
 """A WebRTC peer no one here wrote (aiortc) joining a tete conversation over
 WHIP, for the edge's tests.
 
-It sends a WAV file as its microphone, opens the data channel and sends the
-messages given, records the replica's audio, then leaves with DELETE.
+It sends a WAV file as its microphone and a 320x240 camera (the top half
+bright, the bottom dark), opens the data channel and sends the messages
+given, records the replica's audio and video, then leaves with DELETE.
 Prints one JSON object: whether it connected, the replica audio it received
-(seconds, RMS, zero-crossing frequency), the data-channel messages it got,
-and the HTTP statuses of the join and the leave.
+(seconds, RMS, zero-crossing frequency), the video (frames, size, mean luma
+of the top and bottom halves of the last frame), the data-channel messages
+it got, and the HTTP statuses of the join and the leave.
 
 aioice gathers host candidates on every interface but loopback, and aiortc
 asks a public STUN server by default; the tests send packets to 127.0.0.1
@@ -24,11 +26,25 @@ import urllib.error
 import urllib.request
 
 import aioice.ice
+import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from aiortc.contrib.media import MediaPlayer
 
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+
+
+class Camera(VideoStreamTrack):
+    """320x240, top half bright, bottom half dark."""
+
+    async def recv(self):
+        pts, time_base = await self.next_timestamp()
+        image = np.zeros((240, 320, 3), np.uint8)
+        image[:120] = 220
+        image[120:] = 30
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts, frame.time_base = pts, time_base
+        return frame
 
 
 def http(method, url, body=None, headers=None):
@@ -53,10 +69,12 @@ async def main():
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     player = MediaPlayer(args.wav)
     pc.addTrack(player.audio)
+    pc.addTrack(Camera())
     channel = pc.createDataChannel("tete")
     received_messages = []
     channel.on("message", lambda m: received_messages.append(m if isinstance(m, str) else m.decode()))
     samples = []
+    video = {"frames": 0}
     connected = asyncio.Event()
 
     @pc.on("connectionstatechange")
@@ -66,6 +84,26 @@ async def main():
 
     @pc.on("track")
     def on_track(track):
+        async def pull_video():
+            while True:
+                try:
+                    frame = await track.recv()
+                except Exception:
+                    return
+                luma = frame.to_ndarray(format="gray")
+                half = luma.shape[0] // 2
+                video.update(
+                    frames=video["frames"] + 1,
+                    width=frame.width,
+                    height=frame.height,
+                    top_luma=float(luma[:half].mean()),
+                    bottom_luma=float(luma[half:].mean()),
+                )
+
+        if track.kind == "video":
+            asyncio.ensure_future(pull_video())
+            return
+
         async def pull():
             while True:
                 try:
@@ -122,6 +160,7 @@ async def main():
             "audio_seconds": len(pcm) / rate,
             "audio_rms": float(np.sqrt(np.mean(steady**2))) if len(steady) else 0.0,
             "audio_hz": crossings / 2 / (len(steady) / rate) if len(steady) else 0.0,
+            "video": video,
             "messages": received_messages,
         }
     )

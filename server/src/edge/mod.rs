@@ -11,9 +11,10 @@
 //! address.
 //!
 //! Media goes through a [`SessionMedia`] per peer: the replica's audio is
-//! pulled from it every 20 ms and the user's audio, data-channel messages
-//! and presence are pushed to it. Until the replica pipeline exists, the
-//! host's default gives silence and drops what it hears.
+//! pulled from it every 20 ms and its video 25 times a second; the user's
+//! audio, camera frames, data-channel messages and presence are pushed to
+//! it. Until the replica pipeline exists, the host's default gives silence
+//! and a grey frame and drops what it hears and sees.
 
 pub mod messages;
 pub mod peer;
@@ -35,7 +36,7 @@ use tokio::sync::oneshot;
 use crate::api::Api;
 use crate::conversations::Signal;
 use messages::{ClientMessage, error_event};
-use peer::{FRAME, Peer, PeerEvent, Poll};
+use peer::{FRAME, Peer, PeerEvent, Poll, VIDEO_OUT_FPS, VideoFrame};
 
 /// How the edge binds and admits peers.
 #[derive(Debug, Clone)]
@@ -56,8 +57,13 @@ impl Default for EdgeConfig {
 pub trait SessionMedia: Send + 'static {
     /// The replica's next 20 ms (960 samples at 48 kHz); `None` is silence.
     fn next_audio(&mut self) -> Option<Vec<f32>>;
+    /// The replica's next video frame (asked [`peer::VIDEO_OUT_FPS`] times a
+    /// second); `None` sends nothing this time.
+    fn next_video(&mut self) -> Option<VideoFrame>;
     /// The user's audio at 16 kHz, in order.
     fn heard(&mut self, pcm: &[f32]);
+    /// A frame of the user's camera, a few a second.
+    fn seen(&mut self, frame: &VideoFrame);
     /// A checked data-channel message.
     fn message(&mut self, message: ClientMessage);
     /// The peer is connected (`true`) or gone (`false`).
@@ -67,14 +73,19 @@ pub trait SessionMedia: Send + 'static {
 /// Makes the media of each new peer of a conversation.
 pub type MediaFactory = Arc<dyn Fn(&str) -> Box<dyn SessionMedia> + Send + Sync>;
 
-/// Silence out, nothing kept: the host's media until a replica speaks.
+/// Silence and a grey frame out, nothing kept: the host's media until the
+/// replica pipeline speaks and renders.
 struct Silent;
 
 impl SessionMedia for Silent {
     fn next_audio(&mut self) -> Option<Vec<f32>> {
         None
     }
+    fn next_video(&mut self) -> Option<VideoFrame> {
+        Some(VideoFrame::solid(512, 512, (96, 128, 128)))
+    }
     fn heard(&mut self, _: &[f32]) {}
+    fn seen(&mut self, _: &VideoFrame) {}
     fn message(&mut self, _: ClientMessage) {}
     fn presence(&mut self, _: bool) {}
 }
@@ -238,6 +249,8 @@ impl Driver {
         let mut buf = vec![0u8; 2048];
         let mut frames = tokio::time::interval(Duration::from_millis(20));
         frames.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut video = tokio::time::interval(Duration::from_secs(1) / VIDEO_OUT_FPS);
+        video.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut connected = false;
         'session: loop {
             // Drain everything the peer has to say before waiting again.
@@ -269,6 +282,15 @@ impl Driver {
                         tracing::debug!("peer audio out: {e}");
                     }
                 }
+                _ = video.tick(), if connected => {
+                    if let Some(frame) = self.media.next_video() {
+                        // Encoding takes milliseconds: off the async threads.
+                        let sent = tokio::task::block_in_place(|| self.peer.send_video(Instant::now(), &frame));
+                        if let Err(e) = sent {
+                            tracing::debug!("peer video out: {e}");
+                        }
+                    }
+                }
             }
         }
         edge.lock().remove(&self.session);
@@ -286,6 +308,7 @@ impl Driver {
                 api.host.signal(&self.conversation, Signal::ParticipantJoined).await;
             }
             PeerEvent::Audio(pcm) => self.media.heard(&pcm),
+            PeerEvent::Video(frame) => self.media.seen(&frame),
             PeerEvent::Data(text) => match messages::parse(&text, &self.conversation) {
                 Ok(message) => self.media.message(message),
                 Err(why) => {

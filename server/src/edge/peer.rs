@@ -4,10 +4,15 @@
 //! deadline it returns.
 //!
 //! In: the user's Opus audio is decoded (48 kHz, packet loss concealed
-//! when a packet is missing) and resampled to 16 kHz mono for the engine.
+//! when a packet is missing) and resampled to 16 kHz mono for the engine;
+//! the user's H.264 video is decoded (openh264) and handed on at most
+//! [`VIDEO_IN_FPS`] frames a second, for perception.
 //! Out: 20 ms frames of the replica's 48 kHz audio are encoded to Opus and
-//! stamped on one 48 kHz media clock. Data-channel text comes out as it is;
-//! the driver parses it.
+//! its I420 frames to H.264, both stamped from one clock (the first frame
+//! sent), so lips and sound stay together; a keyframe goes out first and on
+//! every PLI/FIR. Data-channel text comes out as it is; the driver parses it.
+//!
+//! The codecs offered are Opus and H.264 only, so browsers send H.264 too.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -38,10 +43,51 @@ pub enum PeerError {
     NoAudio,
     #[error("WebRTC: {0}")]
     Rtc(#[from] str0m::RtcError),
+    #[error("H.264: {0}")]
+    Video(String),
     #[error("Opus: {0}")]
     Opus(#[from] opus::Error),
     #[error("resampling: {0}")]
     Resample(#[from] tete_engine::audio::ResampleError),
+}
+
+/// Video frames handed to perception per second, at most.
+pub const VIDEO_IN_FPS: f64 = 5.0;
+/// The replica's video rate.
+pub const VIDEO_OUT_FPS: u32 = 25;
+
+/// A video frame, I420 with its planes packed (Y, then U, then V).
+#[derive(Clone, PartialEq)]
+pub struct VideoFrame {
+    pub width: usize,
+    pub height: usize,
+    pub i420: Vec<u8>,
+}
+
+impl std::fmt::Debug for VideoFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VideoFrame({}x{})", self.width, self.height)
+    }
+}
+
+impl VideoFrame {
+    /// A frame of one colour (`y`, `u`, `v`), e.g. the placeholder before a replica renders.
+    pub fn solid(width: usize, height: usize, (y, u, v): (u8, u8, u8)) -> Self {
+        let luma = width * height;
+        let chroma = (width / 2) * (height / 2);
+        let mut i420 = vec![y; luma + 2 * chroma];
+        i420[luma..luma + chroma].fill(u);
+        i420[luma + chroma..].fill(v);
+        Self { width, height, i420 }
+    }
+
+    fn is_valid(&self) -> bool {
+        self.width >= 16
+            && self.height >= 16
+            && self.width % 2 == 0
+            && self.height % 2 == 0
+            && self.i420.len() == self.width * self.height * 3 / 2
+    }
 }
 
 /// What a peer tells the session.
@@ -51,6 +97,8 @@ pub enum PeerEvent {
     Connected,
     /// The user's audio: 16 kHz mono, in order, gaps concealed.
     Audio(Vec<f32>),
+    /// A frame of the user's camera (at most [`VIDEO_IN_FPS`] a second).
+    Video(VideoFrame),
     /// A text message on the data channel.
     Data(String),
     /// The peer is gone (ICE disconnected, or it closed).
@@ -85,11 +133,31 @@ struct AudioOut {
     started: Option<Instant>,
 }
 
+/// The replica's video track and its encoder (made at the first frame,
+/// for that frame's size).
+struct VideoOut {
+    mid: Mid,
+    encoder: Option<(usize, usize, openh264::encoder::Encoder)>,
+    frames: u64,
+    keyframe: bool,
+}
+
+/// The user's video track and its decoder.
+struct VideoIn {
+    mid: Mid,
+    decoder: openh264::decoder::Decoder,
+    last_handed: Option<Instant>,
+}
+
 pub struct Peer {
     rtc: Rtc,
     local: SocketAddr,
     audio_in: Option<AudioIn>,
     audio_out: Option<AudioOut>,
+    video_in: Option<VideoIn>,
+    video_out: Option<VideoOut>,
+    /// When the first media went out: time zero of both media clocks.
+    epoch: Option<Instant>,
     channel: Option<ChannelId>,
     closed: bool,
 }
@@ -107,11 +175,25 @@ impl Peer {
         if !has_opus {
             return Err(PeerError::NoAudio);
         }
-        let mut rtc = RtcConfig::new().build(now);
+        let mut rtc = RtcConfig::new()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_h264(true)
+            .build(now);
         let candidate = Candidate::host(local, "udp").map_err(|e| PeerError::Offer(e.to_string()))?;
         rtc.add_local_candidate(candidate);
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| PeerError::Offer(e.to_string()))?;
-        let peer = Self { rtc, local, audio_in: None, audio_out: None, channel: None, closed: false };
+        let peer = Self {
+            rtc,
+            local,
+            audio_in: None,
+            audio_out: None,
+            video_in: None,
+            video_out: None,
+            epoch: None,
+            channel: None,
+            closed: false,
+        };
         Ok((peer, answer.to_sdp_string()))
     }
 
@@ -134,6 +216,21 @@ impl Peer {
             let mut encoder = opus::Encoder::new(OPUS_RATE, opus::Channels::Mono, opus::Application::Voip)?;
             encoder.set_bitrate(opus::Bitrate::Bits(32_000))?;
             self.audio_out = Some(AudioOut { mid, encoder, clock: 0, started: None });
+        }
+        Ok(())
+    }
+
+    /// Sets up the first video line, like [`Peer::add_audio`].
+    fn add_video(&mut self, mid: Mid, direction: Direction) -> Result<(), PeerError> {
+        if self.video_in.is_some() || self.video_out.is_some() {
+            return Ok(());
+        }
+        if matches!(direction, Direction::RecvOnly | Direction::SendRecv) {
+            let decoder = openh264::decoder::Decoder::new().map_err(|e| PeerError::Video(e.to_string()))?;
+            self.video_in = Some(VideoIn { mid, decoder, last_handed: None });
+        }
+        if matches!(direction, Direction::SendOnly | Direction::SendRecv) {
+            self.video_out = Some(VideoOut { mid, encoder: None, frames: 0, keyframe: true });
         }
         Ok(())
     }
@@ -197,15 +294,32 @@ impl Peer {
     fn event(&mut self, event: Event) -> Option<PeerEvent> {
         match event {
             Event::Connected => Some(PeerEvent::Connected),
-            Event::MediaAdded(added) if added.kind == MediaKind::Audio => {
-                if let Err(e) = self.add_audio(added.mid, added.direction) {
-                    tracing::warn!("setting up the audio track: {e}");
+            Event::MediaAdded(added) => {
+                let set_up = match added.kind {
+                    MediaKind::Audio => self.add_audio(added.mid, added.direction),
+                    MediaKind::Video => self.add_video(added.mid, added.direction),
+                };
+                if let Err(e) = set_up {
+                    tracing::warn!("setting up a {:?} track: {e}", added.kind);
+                }
+                None
+            }
+            Event::KeyframeRequest(request) => {
+                if let Some(video) = self.video_out.as_mut().filter(|v| v.mid == request.mid) {
+                    video.keyframe = true;
                 }
                 None
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.closed = true;
                 Some(PeerEvent::Closed)
+            }
+            Event::MediaData(data) if self.video_in.as_ref().is_some_and(|v| v.mid == data.mid) => {
+                let video = self.video_in.as_mut()?;
+                if data.params.spec().codec != Codec::H264 {
+                    return None;
+                }
+                video.decode(data.network_time, &data.data)
             }
             Event::MediaData(data) => {
                 let audio = self.audio_in.as_mut().filter(|a| a.mid == data.mid)?;
@@ -240,10 +354,61 @@ impl Peer {
         };
         let mut packet = [0u8; 1500];
         let n = out.encoder.encode_float(frame, &mut packet)?;
+        let epoch = *self.epoch.get_or_insert(now);
         let started = *out.started.get_or_insert(now);
+        // Audio joins the shared clock at the moment its first frame is sent.
+        let offset = (started - epoch).as_micros() as u64 * u64::from(OPUS_RATE) / 1_000_000;
         let wallclock = started + Duration::from_micros(out.clock * 1_000_000 / u64::from(OPUS_RATE));
-        writer.write(pt, wallclock, MediaTime::new(out.clock, Frequency::FORTY_EIGHT_KHZ), packet[..n].to_vec())?;
+        let rtp = MediaTime::new(offset + out.clock, Frequency::FORTY_EIGHT_KHZ);
+        writer.write(pt, wallclock, rtp, packet[..n].to_vec())?;
         out.clock += frame.len() as u64;
+        Ok(())
+    }
+
+    /// Sends one frame of the replica's video (call at [`VIDEO_OUT_FPS`]).
+    /// Before the connection is up, or without an outgoing video track, it
+    /// does nothing; a frame that is not even-sized I420 is an error.
+    pub fn send_video(&mut self, now: Instant, frame: &VideoFrame) -> Result<(), PeerError> {
+        let Some(out) = self.video_out.as_mut() else { return Ok(()) };
+        if !frame.is_valid() {
+            return Err(PeerError::Video(format!("{frame:?} is not packed I420 of even size ≥ 16")));
+        }
+        let Some(writer) = self.rtc.writer(out.mid) else { return Ok(()) };
+        let h264: Vec<_> = writer.payload_params().filter(|p| p.spec().codec == Codec::H264).collect();
+        // Constrained baseline, packetization mode 1 (what openh264 makes), if offered.
+        let chosen = h264
+            .iter()
+            .find(|p| p.spec().format.packetization_mode == Some(1) && p.spec().format.profile_level_id == Some(0x42e01f))
+            .or_else(|| h264.iter().find(|p| p.spec().format.packetization_mode == Some(1)))
+            .or(h264.first());
+        let Some(pt) = chosen.map(|p| p.pt()) else { return Ok(()) };
+        let size = (frame.width, frame.height);
+        if out.encoder.as_ref().is_none_or(|(w, h, _)| (*w, *h) != size) {
+            let config = openh264::encoder::EncoderConfig::new()
+                .bitrate(openh264::encoder::BitRate::from_bps(1_000_000))
+                .max_frame_rate(openh264::encoder::FrameRate::from_hz(VIDEO_OUT_FPS as f32))
+                .usage_type(openh264::encoder::UsageType::CameraVideoRealTime)
+                .profile(openh264::encoder::Profile::Baseline)
+                .num_threads(1);
+            let encoder =
+                openh264::encoder::Encoder::with_api_config(openh264::OpenH264API::from_source(), config)
+                    .map_err(|e| PeerError::Video(e.to_string()))?;
+            out.encoder = Some((frame.width, frame.height, encoder));
+            out.keyframe = true;
+        }
+        let Some((_, _, encoder)) = out.encoder.as_mut() else { return Ok(()) };
+        if std::mem::take(&mut out.keyframe) {
+            encoder.force_intra_frame();
+        }
+        let yuv = openh264::formats::YUVBuffer::from_vec(frame.i420.clone(), frame.width, frame.height);
+        let bitstream = encoder.encode(&yuv).map_err(|e| PeerError::Video(e.to_string()))?.to_vec();
+        let epoch = *self.epoch.get_or_insert(now);
+        let at = now.saturating_duration_since(epoch);
+        let rtp = MediaTime::new(at.as_micros() as u64 * 90 / 1_000, Frequency::NINETY_KHZ);
+        out.frames += 1;
+        if !bitstream.is_empty() {
+            writer.write(pt, now, rtp, bitstream)?;
+        }
         Ok(())
     }
 
@@ -256,6 +421,39 @@ impl Peer {
     pub fn close(&mut self) {
         self.rtc.disconnect();
         self.closed = true;
+    }
+}
+
+impl VideoIn {
+    /// Decodes one H.264 access unit; hands on a frame when the last one
+    /// handed is older than 1 / [`VIDEO_IN_FPS`].
+    fn decode(&mut self, at: Instant, access_unit: &[u8]) -> Option<PeerEvent> {
+        let decoded = match self.decoder.decode(access_unit) {
+            Ok(Some(decoded)) => decoded,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::debug!("undecodable H.264: {e}");
+                return None;
+            }
+        };
+        let due = self.last_handed.is_none_or(|last| at.saturating_duration_since(last).as_secs_f64() >= 1.0 / VIDEO_IN_FPS);
+        if !due {
+            return None;
+        }
+        self.last_handed = Some(at);
+        use openh264::formats::YUVSource as _;
+        let (width, height) = decoded.dimensions();
+        let (y_stride, u_stride, v_stride) = decoded.strides();
+        let mut i420 = Vec::with_capacity(width * height * 3 / 2);
+        for row in 0..height {
+            i420.extend_from_slice(&decoded.y()[row * y_stride..row * y_stride + width]);
+        }
+        for (plane, stride) in [(decoded.u(), u_stride), (decoded.v(), v_stride)] {
+            for row in 0..height / 2 {
+                i420.extend_from_slice(&plane[row * stride..row * stride + width / 2]);
+            }
+        }
+        Some(PeerEvent::Video(VideoFrame { width, height, i420 }))
     }
 }
 
