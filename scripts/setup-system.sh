@@ -8,9 +8,11 @@
 #   pocketsphinx-testdata            real read speech (LibriVox clips) for the audio tests
 #   opus-tools, flac, lame,          real encoders: the upload tests make Ogg-Opus, FLAC, MP3 and
 #   vorbis-tools                     Ogg-Vorbis files with them
+#   nasm                             openh264's assembly (without it the H.264 encoder builds ~3x slower)
+#   chromium                         a real browser for the meeting page's WebRTC test
 set -euo pipefail
 
-packages=(pkg-config cmake libopus-dev espeak-ng mesa-vulkan-drivers libvulkan1 pocketsphinx-testdata opus-tools flac lame vorbis-tools)
+packages=(pkg-config cmake libopus-dev espeak-ng mesa-vulkan-drivers libvulkan1 pocketsphinx-testdata opus-tools flac lame vorbis-tools nasm chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

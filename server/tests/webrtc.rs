@@ -4,7 +4,12 @@
 //! the replica's side (here a 440 Hz test tone standing in for the replica)
 //! sends back. Refusals (content type, unknown, ended and full
 //! conversations, meeting tokens, malformed offers) use offers made by str0m
-//! acting as the client. Everything binds and talks to 127.0.0.1 only.
+//! acting as the client. Headless Chromium joins from the meeting page.
+//! Everything binds and talks to 127.0.0.1 only: the edge drops offered
+//! candidates that are not loopback, aiortc is given 127.0.0.1 alone and no
+//! STUN server, and Chromium resolves no names (its WebRTC stack still
+//! `connect`s a UDP socket towards 8.8.8.8 to learn its default route,
+//! which sends nothing).
 
 mod common;
 
@@ -271,4 +276,93 @@ async fn bad_joins_are_refused_clearly() {
     let (status, location, _) = post(&f.whip(&secure), "application/sdp", Some(&token), audio.clone()).await;
     assert_eq!(status, 201);
     assert_eq!(client.delete(format!("{}{location}", f.base)).send().await.unwrap().status(), 200);
+}
+
+/// The latest `tete-stats` JSON the meeting page logged on Chromium's stderr.
+fn page_stats(line: &str) -> Option<Value> {
+    let start = line.find("tete-stats ")? + "tete-stats ".len();
+    let rest = &line[start..];
+    let end = rest.rfind("}\"").map_or(rest.len(), |i| i + 1);
+    serde_json::from_str(&rest[..end]).ok()
+}
+
+/// Headless Chromium opens the meeting page: its fake microphone (a WAV)
+/// and camera reach the server, and it decodes the replica's video and
+/// plays its audio (the page's `getStats` figures, logged to the console).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_joins_from_the_meeting_page() {
+    let f = fixture().await;
+    let (id, _) = f.conversation(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("mic.wav");
+    tone_wav(&wav, 10.0);
+    let (status, page) = {
+        let response = reqwest::get(format!("{}/c/{id}", f.base)).await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    assert_eq!(status, 200);
+    assert!(page.contains("/whip") && !page.contains("https://"), "the page is self-contained");
+
+    let mut chromium = std::process::Command::new("chromium")
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-default-apps",
+            "--disable-features=WebRtcHideLocalIpsWithMdns,MediaRouter,OptimizationHints,Translate",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            "--autoplay-policy=no-user-gesture-required",
+            "--allow-loopback-in-peer-connection",
+            "--enable-logging=stderr",
+            "--v=0",
+            // No name is looked up: the page is on 127.0.0.1 and nothing else may be reached.
+            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+        ])
+        .arg(format!("--use-file-for-fake-audio-capture={}", wav.display()))
+        .arg(format!("--user-data-dir={}", dir.path().join("profile").display()))
+        .arg(format!("{}/c/{id}?raw_audio=1", f.base))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("chromium (scripts/setup-system.sh installs it)");
+    let stderr = chromium.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(stats) = page_stats(&line) {
+                let _ = tx.send(stats);
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        if let Ok(stats) = rx.recv_timeout(Duration::from_millis(500)) {
+            last = stats;
+            if last["framesDecoded"].as_u64().unwrap_or(0) >= 25 && last["audioSamplesReceived"].as_u64().unwrap_or(0) > 48_000 {
+                break;
+            }
+        }
+    }
+    let _ = chromium.kill();
+    let _ = chromium.wait();
+    println!("page: {last}");
+    assert_eq!(last["state"], "connected", "{last}");
+    assert!(last["framesDecoded"].as_u64().unwrap_or(0) >= 25, "{last}");
+    assert!(last["audioSamplesReceived"].as_u64().unwrap_or(0) > 48_000, "{last}");
+
+    let recorded = f.recorded.lock().unwrap();
+    let steady = &recorded.heard[recorded.heard.len() / 4..];
+    assert!(recorded.heard.len() > 16_000, "server heard {} samples", recorded.heard.len());
+    let hz = zero_crossing_hz(steady, 16_000.0);
+    assert!(rms(steady) > 0.05 && (hz - 300.0).abs() < 30.0, "server heard rms {} at {hz} Hz", rms(steady));
+    assert!(!recorded.seen.is_empty(), "server saw no camera frame");
+    println!("server saw {} camera frames of {}x{}", recorded.seen.len(), recorded.seen[0].0, recorded.seen[0].1);
 }

@@ -2,6 +2,9 @@
 //! str0m peer per participant, each driven by a thin tokio task that owns
 //! its UDP socket and the clock ([`peer::Peer`] itself is sans-IO).
 //!
+//! `GET /c/{id}` is the meeting page (camera and microphone preview, the
+//! replica's video and audio, captions, mute and leave, clear messages
+//! when permissions are denied or the conversation is over).
 //! `POST /c/{id}/whip` with an `application/sdp` offer answers `201
 //! Created`, the SDP answer and a `Location`; `DELETE` there leaves. The
 //! conversation must exist (404) and be active (410), the meeting token is
@@ -29,7 +32,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post};
+use axum::routing::{delete, get, post};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
@@ -133,13 +136,22 @@ impl Edge {
     }
 }
 
-/// The WHIP routes, served under the conversation URL.
+/// The meeting page: self-contained (no CDN), embeddable in an iframe.
+const MEETING_PAGE: &str = include_str!("meeting.html");
+
+/// The meeting page at the conversation URL and the WHIP routes under it.
 pub fn routes(api: Api) -> Router {
     Router::new()
+        .route("/c/{id}", get(page))
         .route("/c/{id}/whip", post(join))
         .route("/c/{id}/whip/{session}", delete(leave))
         .layer(DefaultBodyLimit::max(peer::MAX_OFFER_BYTES))
         .with_state(api)
+}
+
+async fn page() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], MEETING_PAGE)
+        .into_response()
 }
 
 fn refuse(status: StatusCode, message: impl Into<String>) -> Response {

@@ -169,6 +169,7 @@ impl Peer {
         if offer.len() > MAX_OFFER_BYTES {
             return Err(PeerError::Sdp(format!("it is over {MAX_OFFER_BYTES} bytes")));
         }
+        let offer = &reachable_only(offer, local.ip());
         let has_opus = offer.lines().any(|l| l.starts_with("m=audio"))
             && offer.lines().any(|l| l.starts_with("a=rtpmap:") && l.to_ascii_lowercase().contains("opus/48000"));
         let offer = SdpOffer::from_sdp_string(offer).map_err(|e| PeerError::Sdp(e.to_string()))?;
@@ -424,6 +425,29 @@ impl Peer {
     }
 }
 
+/// The offer without the ICE candidates this edge must not send to: on a
+/// loopback edge every candidate that is not loopback, and everywhere the
+/// mDNS (`.local`) names it cannot resolve. Connectivity checks then go only
+/// where the edge itself listens.
+fn reachable_only(offer: &str, local: std::net::IpAddr) -> String {
+    let keep = |line: &str| {
+        let Some(candidate) = line.strip_prefix("a=candidate:") else { return true };
+        // foundation component transport priority address port typ …
+        let Some(address) = candidate.split_whitespace().nth(4) else { return false };
+        match address.parse::<std::net::IpAddr>() {
+            Ok(ip) => !local.is_loopback() || ip.is_loopback(),
+            Err(_) => false,
+        }
+    };
+    let mut out = String::with_capacity(offer.len());
+    for line in offer.split_inclusive('\n') {
+        if keep(line.trim_end()) {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 impl VideoIn {
     /// Decodes one H.264 access unit; hands on a frame when the last one
     /// handed is older than 1 / [`VIDEO_IN_FPS`].
@@ -493,4 +517,23 @@ impl AudioIn {
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(3600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_reachable_candidates_stay() {
+        let offer = "v=0\r\na=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n\
+                     a=candidate:2 1 udp 2122260223 10.0.0.7 50001 typ host\r\n\
+                     a=candidate:3 1 udp 2122260223 abcd-ef.local 50002 typ host\r\n\
+                     a=candidate:bad\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+        let loopback = reachable_only(offer, [127, 0, 0, 1].into());
+        assert!(loopback.contains("127.0.0.1 50000"));
+        assert!(!loopback.contains("10.0.0.7") && !loopback.contains(".local") && !loopback.contains("candidate:bad"));
+        assert!(loopback.starts_with("v=0\r\n") && loopback.ends_with("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"));
+        let public = reachable_only(offer, [10, 0, 0, 2].into());
+        assert!(public.contains("10.0.0.7") && public.contains("127.0.0.1") && !public.contains(".local"));
+    }
 }
