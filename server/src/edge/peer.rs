@@ -176,14 +176,17 @@ impl Peer {
         if !has_opus {
             return Err(PeerError::NoAudio);
         }
-        let mut rtc = RtcConfig::new()
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_h264(true)
-            .build(now);
-        let candidate = Candidate::host(local, "udp").map_err(|e| PeerError::Offer(e.to_string()))?;
-        rtc.add_local_candidate(candidate);
-        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| PeerError::Offer(e.to_string()))?;
+        // str0m asserts on some malformed offers (e.g. a payload type listed
+        // twice panics with "Pt locked multiple times"); that is bad input,
+        // so it is caught here and refused like any other.
+        let negotiated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut rtc = RtcConfig::new().clear_codecs().enable_opus(true, false).enable_h264(true).build(now);
+            let candidate = Candidate::host(local, "udp").map_err(|e| PeerError::Offer(e.to_string()))?;
+            rtc.add_local_candidate(candidate);
+            let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| PeerError::Offer(e.to_string()))?;
+            Ok::<_, PeerError>((rtc, answer))
+        }));
+        let (rtc, answer) = negotiated.map_err(|_| PeerError::Offer("the offer is inconsistent".into()))??;
         let peer = Self {
             rtc,
             local,
