@@ -351,9 +351,13 @@ async fn chromium_joins_from_the_meeting_page() {
             }
         }
     }
+    // The browser vanishes without leaving: ICE consent stops, the edge notices.
     let _ = chromium.kill();
     let _ = chromium.wait();
-    println!("page: {last}");
+    let killed = Instant::now();
+    let gone = common::eventually(Duration::from_secs(40), || async { (f.edge.peers(&id) == 0).then_some(()) }).await;
+    println!("page: {last}; the vanished peer was dropped after {:.1} s", killed.elapsed().as_secs_f64());
+    assert!(gone.is_some(), "a vanished browser is still a participant");
     assert_eq!(last["state"], "connected", "{last}");
     assert!(last["framesDecoded"].as_u64().unwrap_or(0) >= 25, "{last}");
     assert!(last["audioSamplesReceived"].as_u64().unwrap_or(0) > 48_000, "{last}");
@@ -364,5 +368,6 @@ async fn chromium_joins_from_the_meeting_page() {
     let hz = zero_crossing_hz(steady, 16_000.0);
     assert!(rms(steady) > 0.05 && (hz - 300.0).abs() < 30.0, "server heard rms {} at {hz} Hz", rms(steady));
     assert!(!recorded.seen.is_empty(), "server saw no camera frame");
+    assert_eq!(recorded.presence, [true, false]);
     println!("server saw {} camera frames of {}x{}", recorded.seen.len(), recorded.seen[0].0, recorded.seen[0].1);
 }

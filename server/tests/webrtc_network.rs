@@ -3,7 +3,8 @@
 //! datagrams through a queue that delays, jitters, reorders and drops them.
 //! With 10 % loss and up to 40 ms of jitter the user's audio keeps flowing
 //! to the engine (gaps concealed, nothing stalls) and the replica's audio
-//! keeps reaching the client. And the offer handler takes thousands of
+//! keeps reaching the client; when the client falls silent the peer closes
+//! itself after [`SILENCE_TIMEOUT`]. And the offer handler takes hundreds of
 //! damaged offers without a panic.
 
 use std::collections::BinaryHeap;
@@ -16,7 +17,7 @@ use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, RtcConfig};
-use tete_server::edge::peer::{ENGINE_RATE, FRAME, Peer, PeerEvent, Poll};
+use tete_server::edge::peer::{ENGINE_RATE, FRAME, Peer, PeerEvent, Poll, SILENCE_TIMEOUT};
 
 const CLIENT: &str = "127.0.0.1:6000";
 const SERVER: &str = "127.0.0.1:5000";
@@ -197,6 +198,23 @@ fn audio_survives_loss_jitter_and_reordering() {
     let last = heard.last().unwrap().0;
     assert!(start + Duration::from_secs(seconds) - last < Duration::from_millis(300));
     assert!(client_received > 4_000, "the client received {client_received} bytes of the replica's audio");
+
+    // The client vanishes (no datagram any more): the peer closes itself.
+    let vanished = now;
+    let closed_at = loop {
+        match server.poll() {
+            Poll::Event(PeerEvent::Closed) => break now,
+            Poll::Wait(at) => {
+                assert!(now - vanished < Duration::from_secs(30), "a silent peer is never closed");
+                now = at.max(now + Duration::from_millis(1));
+                server.tick(now);
+            }
+            _ => {}
+        }
+    };
+    let after = closed_at - vanished;
+    println!("the silent peer closed after {:.1} s of virtual time", after.as_secs_f64());
+    assert!(after >= SILENCE_TIMEOUT - Duration::from_millis(300) && after <= SILENCE_TIMEOUT + Duration::from_secs(1));
 }
 
 #[test]

@@ -30,6 +30,9 @@ pub const FRAME: usize = 960;
 /// The engine's rate.
 pub const ENGINE_RATE: u32 = 16_000;
 const OPUS_RATE: u32 = 48_000;
+/// A connected peer that sends nothing for this long is gone: browsers send
+/// audio every 20 ms (silence included) and consent checks every few seconds.
+pub const SILENCE_TIMEOUT: Duration = Duration::from_secs(6);
 /// Largest SDP offer accepted.
 pub const MAX_OFFER_BYTES: usize = 64 * 1024;
 
@@ -159,6 +162,12 @@ pub struct Peer {
     /// When the first media went out: time zero of both media clocks.
     epoch: Option<Instant>,
     channel: Option<ChannelId>,
+    /// The last datagram from the peer (once connected).
+    last_heard: Option<Instant>,
+    /// Silent past [`SILENCE_TIMEOUT`]: reported as closed at the next poll.
+    vanished: bool,
+    /// The latest time the driver gave (the peer has no clock of its own).
+    now: Instant,
     closed: bool,
 }
 
@@ -196,6 +205,9 @@ impl Peer {
             video_out: None,
             epoch: None,
             channel: None,
+            last_heard: None,
+            vanished: false,
+            now,
             closed: false,
         };
         Ok((peer, answer.to_sdp_string()))
@@ -249,10 +261,14 @@ impl Peer {
 
     /// A datagram that arrived on the peer's socket from `source`.
     pub fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
+        self.now = self.now.max(now);
         let Ok(contents) = contents.try_into() else { return }; // not STUN/DTLS/RTP: ignored
         let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination: self.local, contents });
         if !self.rtc.accepts(&input) {
             return;
+        }
+        if self.last_heard.is_some() {
+            self.last_heard = Some(now);
         }
         if let Err(e) = self.rtc.handle_input(input) {
             tracing::debug!("peer input refused: {e}");
@@ -261,6 +277,10 @@ impl Peer {
 
     /// The time has come for a deadline `poll` gave.
     pub fn tick(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        if self.last_heard.is_some_and(|last| now.saturating_duration_since(last) >= SILENCE_TIMEOUT) {
+            self.vanished = true;
+        }
         if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
             tracing::debug!("peer timeout: {e}");
         }
@@ -271,7 +291,11 @@ impl Peer {
     pub fn poll(&mut self) -> Poll {
         loop {
             if self.closed {
-                return Poll::Wait(far_future());
+                return Poll::Wait(self.now + Duration::from_secs(3600));
+            }
+            if std::mem::take(&mut self.vanished) {
+                self.closed = true;
+                return Poll::Event(PeerEvent::Closed);
             }
             let output = match self.rtc.poll_output() {
                 Ok(output) => output,
@@ -282,7 +306,10 @@ impl Peer {
                 }
             };
             match output {
-                Output::Timeout(at) => return Poll::Wait(at),
+                Output::Timeout(at) => {
+                    let silence = self.last_heard.map(|last| last + SILENCE_TIMEOUT);
+                    return Poll::Wait(silence.map_or(at, |s| s.min(at)));
+                }
                 Output::Transmit(t) => {
                     return Poll::Transmit { destination: t.destination, contents: t.contents.to_vec() };
                 }
@@ -297,7 +324,11 @@ impl Peer {
 
     fn event(&mut self, event: Event) -> Option<PeerEvent> {
         match event {
-            Event::Connected => Some(PeerEvent::Connected),
+            Event::Connected => {
+                // Silence is counted from the connection on.
+                self.last_heard = Some(self.now);
+                Some(PeerEvent::Connected)
+            }
             Event::MediaAdded(added) => {
                 let set_up = match added.kind {
                     MediaKind::Audio => self.add_audio(added.mid, added.direction),
@@ -518,9 +549,6 @@ impl AudioIn {
     }
 }
 
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(3600)
-}
 
 #[cfg(test)]
 mod tests {
