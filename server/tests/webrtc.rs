@@ -228,6 +228,15 @@ async fn an_aiortc_peer_talks_and_listens_over_whip() {
         client["messages"].as_array().unwrap().iter().map(|m| serde_json::from_str(m.as_str().unwrap()).unwrap()).collect();
     assert!(replies.iter().any(|r| r["event_type"] == "conversation.error"), "{replies:?}");
     assert_eq!(recorded.presence, [true, false]);
+    drop(recorded);
+
+    // The conversation heard the participant join: the replica is in the call.
+    let joined = common::eventually(Duration::from_secs(5), || async {
+        let (_, c) = f.app.call("GET", &format!("/v2/conversations/{id}?verbose=true"), None).await;
+        c["events"].as_array()?.iter().any(|e| e["event_type"] == "system.replica_joined").then_some(())
+    })
+    .await;
+    assert!(joined.is_some(), "no system.replica_joined after the peer connected");
 }
 
 #[tokio::test]
