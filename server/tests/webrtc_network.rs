@@ -2,8 +2,9 @@
 //! no clock): a str0m client and the server-side [`Peer`] exchange
 //! datagrams through a queue that delays, jitters, reorders and drops them.
 //! With 10 % loss and up to 40 ms of jitter the user's audio keeps flowing
-//! to the engine (gaps concealed, nothing stalls) and the replica's audio
-//! keeps reaching the client; when the client falls silent the peer closes
+//! to the engine (gaps concealed, late packets dropped, nothing stalls), the
+//! replica's audio and video keep reaching the client and congestion control
+//! lowers the video bitrate; when the client falls silent the peer closes
 //! itself after [`SILENCE_TIMEOUT`]. And the offer handler takes hundreds of
 //! damaged offers without a panic.
 
@@ -17,7 +18,7 @@ use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, RtcConfig};
-use tete_server::edge::peer::{ENGINE_RATE, FRAME, Peer, PeerEvent, Poll, SILENCE_TIMEOUT};
+use tete_server::edge::peer::{ENGINE_RATE, FRAME, Peer, PeerEvent, Poll, SILENCE_TIMEOUT, VIDEO_BPS, VIDEO_START_BPS, VideoFrame};
 
 const CLIENT: &str = "127.0.0.1:6000";
 const SERVER: &str = "127.0.0.1:5000";
@@ -87,6 +88,7 @@ fn audio_survives_loss_jitter_and_reordering() {
     client.add_local_candidate(Candidate::host(client_addr, "udp").unwrap());
     let mut change = client.sdp_api();
     let mid = change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+    change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
     change.add_channel("tete".into());
     let (offer, pending) = change.apply().unwrap();
     let (mut server, answer) = Peer::accept(&offer.to_sdp_string(), server_addr, now).unwrap();
@@ -106,6 +108,8 @@ fn audio_survives_loss_jitter_and_reordering() {
     let (mut connected, mut client_connected) = (false, false);
     let mut heard: Vec<(Instant, usize)> = Vec::new();
     let mut client_received = 0usize;
+    let mut video_received = 0usize;
+    let mut written = 0u64;
     let mut sent_frames = 0u64;
     let seconds = 8;
 
@@ -119,6 +123,9 @@ fn audio_survives_loss_jitter_and_reordering() {
                 }
                 Output::Transmit(t) => net.send(now, true, t.contents.to_vec()),
                 Output::Event(Event::Connected) => client_connected = true,
+                Output::Event(Event::MediaData(data)) if data.params.spec().codec == Codec::H264 => {
+                    video_received += data.data.len();
+                }
                 Output::Event(Event::MediaData(data)) => client_received += data.data.len(),
                 Output::Event(_) => {}
             }
@@ -152,7 +159,14 @@ fn audio_survives_loss_jitter_and_reordering() {
                 let writer = client.writer(mid).unwrap();
                 let pt = writer.payload_params().find(|p| p.spec().codec == Codec::Opus).unwrap().pt();
                 writer.write(pt, now, MediaTime::new(samples, Frequency::FORTY_EIGHT_KHZ), packet[..n].to_vec()).unwrap();
+                written += 1;
                 server.send_audio(now, &tone_frame(440.0, samples)).unwrap();
+                if sent_frames % 2 == 0 {
+                    let mut frame = VideoFrame::solid(128, 128, (40, 128, 128));
+                    let bar = (sent_frames as usize * 2) % 128;
+                    frame.i420.chunks_mut(128).take(128).for_each(|row| row[bar] = 230);
+                    server.send_video(now, &frame).unwrap();
+                }
             }
             sent_frames += 1;
         }
@@ -184,20 +198,30 @@ fn audio_survives_loss_jitter_and_reordering() {
     assert!(connected && client_connected, "no connection through 10 % loss");
     assert!(net.dropped > 20, "the network dropped {} of {}", net.dropped, net.sent);
     let total: usize = heard.iter().map(|&(_, n)| n).sum();
-    let first = heard.first().map(|&(t, _)| t).expect("the server heard nothing");
-    let span = (start + Duration::from_secs(seconds)).duration_since(first).as_secs_f64();
+    assert!(!heard.is_empty(), "the server heard nothing");
     println!(
-        "dropped {} of {} datagrams; heard {:.2} s of audio over {span:.2} s; client got {client_received} bytes",
+        "dropped {} of {} datagrams; heard {:.2} s of the {:.2} s of audio sent; client got {client_received} bytes",
         net.dropped,
         net.sent,
-        total as f64 / f64::from(ENGINE_RATE)
+        total as f64 / f64::from(ENGINE_RATE),
+        written as f64 * 0.02
     );
-    // Losses are concealed: the engine gets (nearly) as much audio as time passed.
-    assert!(total as f64 / f64::from(ENGINE_RATE) > 0.85 * span, "{total} samples over {span} s");
+    // Losses are concealed and late packets dropped: the engine gets as much
+    // audio as time passed, no less and no more.
+    let heard_seconds = total as f64 / f64::from(ENGINE_RATE);
+    let sent_seconds = written as f64 * 0.02;
+    assert!(
+        heard_seconds > 0.9 * sent_seconds && heard_seconds < sent_seconds + 0.05,
+        "heard {heard_seconds} s of the {sent_seconds} s sent"
+    );
     // Nothing stalled: audio kept arriving to the end.
     let last = heard.last().unwrap().0;
     assert!(start + Duration::from_secs(seconds) - last < Duration::from_millis(300));
     assert!(client_received > 4_000, "the client received {client_received} bytes of the replica's audio");
+    let bitrate = server.video_bitrate().expect("the video encoder runs");
+    println!("video: the client received {video_received} bytes; the encoder runs at {bitrate} bit/s");
+    assert!(video_received > 10_000 && VIDEO_BPS.contains(&bitrate));
+    assert!(bitrate < VIDEO_START_BPS, "10 % loss should lower the video bitrate from its start");
 
     // The client vanishes (no datagram any more): the peer closes itself.
     let vanished = now;

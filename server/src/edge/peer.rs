@@ -10,7 +10,8 @@
 //! Out: 20 ms frames of the replica's 48 kHz audio are encoded to Opus and
 //! its I420 frames to H.264, both stamped from one clock (the first frame
 //! sent), so lips and sound stay together; a keyframe goes out first and on
-//! every PLI/FIR. Data-channel text comes out as it is; the driver parses it.
+//! every PLI/FIR. The video bitrate follows str0m's congestion estimate
+//! (TWCC, or REMB). Data-channel text comes out as it is; the driver parses it.
 //!
 //! The codecs offered are Opus and H.264 only, so browsers send H.264 too.
 
@@ -22,6 +23,7 @@ use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tete_engine::audio::StreamResampler;
 
@@ -58,6 +60,10 @@ pub enum PeerError {
 pub const VIDEO_IN_FPS: f64 = 5.0;
 /// The replica's video rate.
 pub const VIDEO_OUT_FPS: u32 = 25;
+/// The video bitrate before congestion control has an estimate.
+pub const VIDEO_START_BPS: u32 = 1_000_000;
+/// The range congestion control moves the video bitrate in.
+pub const VIDEO_BPS: std::ops::RangeInclusive<u32> = 150_000..=2_500_000;
 
 /// A video frame, I420 with its planes packed (Y, then U, then V).
 #[derive(Clone, PartialEq)]
@@ -140,9 +146,12 @@ struct AudioOut {
 /// for that frame's size).
 struct VideoOut {
     mid: Mid,
-    encoder: Option<(usize, usize, openh264::encoder::Encoder)>,
+    /// Width, height and bitrate it was made for, and when.
+    encoder: Option<(usize, usize, u32, Instant, openh264::encoder::Encoder)>,
     frames: u64,
     keyframe: bool,
+    /// The bitrate congestion control allows the video.
+    target_bps: u32,
 }
 
 /// The user's video track and its decoder.
@@ -189,7 +198,13 @@ impl Peer {
         // twice panics with "Pt locked multiple times"); that is bad input,
         // so it is caught here and refused like any other.
         let negotiated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut rtc = RtcConfig::new().clear_codecs().enable_opus(true, false).enable_h264(true).build(now);
+            let mut rtc = RtcConfig::new()
+                .clear_codecs()
+                .enable_opus(true, false)
+                .enable_h264(true)
+                .enable_bwe(Some(Bitrate::bps(u64::from(VIDEO_START_BPS))))
+                .build(now);
+            rtc.bwe().set_bitrate(Bitrate::bps(u64::from(*VIDEO_BPS.start())), Bitrate::bps(u64::from(*VIDEO_BPS.end())));
             let candidate = Candidate::host(local, "udp").map_err(|e| PeerError::Offer(e.to_string()))?;
             rtc.add_local_candidate(candidate);
             let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| PeerError::Offer(e.to_string()))?;
@@ -246,7 +261,7 @@ impl Peer {
             self.video_in = Some(VideoIn { mid, decoder, last_handed: None });
         }
         if matches!(direction, Direction::SendOnly | Direction::SendRecv) {
-            self.video_out = Some(VideoOut { mid, encoder: None, frames: 0, keyframe: true });
+            self.video_out = Some(VideoOut { mid, encoder: None, frames: 0, keyframe: true, target_bps: VIDEO_START_BPS });
         }
         Ok(())
     }
@@ -339,6 +354,14 @@ impl Peer {
                 }
                 None
             }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. }) => {
+                if let Some(video) = self.video_out.as_mut() {
+                    // Room for the audio and overhead, within the range.
+                    let bps = (estimate.as_u64() * 85 / 100).saturating_sub(40_000);
+                    video.target_bps = bps.clamp(u64::from(*VIDEO_BPS.start()), u64::from(*VIDEO_BPS.end())) as u32;
+                }
+                None
+            }
             Event::KeyframeRequest(request) => {
                 if let Some(video) = self.video_out.as_mut().filter(|v| v.mid == request.mid) {
                     video.keyframe = true;
@@ -418,9 +441,18 @@ impl Peer {
             .or(h264.first());
         let Some(pt) = chosen.map(|p| p.pt()) else { return Ok(()) };
         let size = (frame.width, frame.height);
-        if out.encoder.as_ref().is_none_or(|(w, h, _)| (*w, *h) != size) {
+        // A new size, or a bitrate 30 % off the target (at most every 2 s:
+        // openh264 is remade, which starts with a keyframe).
+        let remake = match &out.encoder {
+            None => true,
+            Some((w, h, bps, made, _)) => {
+                let off = f64::from(out.target_bps) / f64::from(*bps);
+                (*w, *h) != size || (!(0.77..=1.3).contains(&off) && now.saturating_duration_since(*made) >= Duration::from_secs(2))
+            }
+        };
+        if remake {
             let config = openh264::encoder::EncoderConfig::new()
-                .bitrate(openh264::encoder::BitRate::from_bps(1_000_000))
+                .bitrate(openh264::encoder::BitRate::from_bps(out.target_bps))
                 .max_frame_rate(openh264::encoder::FrameRate::from_hz(VIDEO_OUT_FPS as f32))
                 .usage_type(openh264::encoder::UsageType::CameraVideoRealTime)
                 .profile(openh264::encoder::Profile::Baseline)
@@ -428,10 +460,10 @@ impl Peer {
             let encoder =
                 openh264::encoder::Encoder::with_api_config(openh264::OpenH264API::from_source(), config)
                     .map_err(|e| PeerError::Video(e.to_string()))?;
-            out.encoder = Some((frame.width, frame.height, encoder));
+            out.encoder = Some((frame.width, frame.height, out.target_bps, now, encoder));
             out.keyframe = true;
         }
-        let Some((_, _, encoder)) = out.encoder.as_mut() else { return Ok(()) };
+        let Some((_, _, _, _, encoder)) = out.encoder.as_mut() else { return Ok(()) };
         if std::mem::take(&mut out.keyframe) {
             encoder.force_intra_frame();
         }
@@ -445,6 +477,11 @@ impl Peer {
             writer.write(pt, now, rtp, bitstream)?;
         }
         Ok(())
+    }
+
+    /// The bitrate the video encoder runs at (after congestion control).
+    pub fn video_bitrate(&self) -> Option<u32> {
+        self.video_out.as_ref()?.encoder.as_ref().map(|(_, _, bps, _, _)| *bps)
     }
 
     /// Sends a text message on the data channel, if one is open.
@@ -521,6 +558,10 @@ impl AudioIn {
     fn decode(&mut self, time: MediaTime, packet: &[u8]) -> Option<PeerEvent> {
         let at = time.rebase(Frequency::FORTY_EIGHT_KHZ).numer();
         let mut pcm = Vec::new();
+        if self.expected.is_some_and(|expected| at < expected) {
+            // Late: its time was already concealed (or played); drop it.
+            return None;
+        }
         if let Some(expected) = self.expected {
             // Up to 120 ms concealed; a longer gap is a pause, not loss.
             let missing = at.saturating_sub(expected).min(6 * FRAME as u64) as usize;
