@@ -14,13 +14,12 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use candle_core::Device;
+use common::{LIBRIVOX, normalise, word_errors};
 use tete_engine::asr::{
     AsrError, DecoderWeights, EncoderWindow, SAMPLE_RATE, SpeechToText, StreamingConfig, StreamingTranscriber,
     TranscribeOptions, Transcription, Whisper, WhisperOptions,
 };
-use common::{LIBRIVOX, normalise, word_errors};
 use tete_engine::models::{Manifest, ModelState, Store, default_home};
-
 
 /// The model folder of `id`, checked against models.toml's checksums.
 fn model_dir(id: &str) -> std::path::PathBuf {
