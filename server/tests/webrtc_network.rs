@@ -1,7 +1,8 @@
 //! The edge's peer over a simulated network, in virtual time (no sockets,
 //! no clock): a str0m client and the server-side [`Peer`] exchange
 //! datagrams through a queue that delays, jitters, reorders and drops them.
-//! With 10 % loss and up to 40 ms of jitter the user's audio keeps flowing
+//! With 10 % loss, up to 40 ms of jitter and garbage datagrams now and then,
+//! the user's audio keeps flowing
 //! to the engine (gaps concealed, late packets dropped, nothing stalls), the
 //! replica's audio and video keep reaching the client and congestion control
 //! lowers the video bitrate; when the client falls silent the peer closes
@@ -110,6 +111,7 @@ fn audio_survives_loss_jitter_and_reordering() {
     let mut client_received = 0usize;
     let mut video_received = 0usize;
     let mut written = 0u64;
+    let mut garbage = 0u32;
     let mut sent_frames = 0u64;
     let seconds = 8;
 
@@ -170,6 +172,18 @@ fn audio_survives_loss_jitter_and_reordering() {
             }
             sent_frames += 1;
         }
+        // Garbage from the peer's address now and then: random bytes, some
+        // shaped like RTP (version 2) or DTLS (content type 23).
+        if net.rng.random_bool(0.02) {
+            let mut junk: Vec<u8> = (0..net.rng.random_range(1..300)).map(|_| net.rng.random()).collect();
+            match net.rng.random_range(0..3) {
+                0 => junk[0] = 0x80 | (junk[0] & 0x3f),
+                1 => junk[0] = 23,
+                _ => {}
+            }
+            server.receive(now, client_addr, &junk);
+            garbage += 1;
+        }
         while net.queue.peek().is_some_and(|f| f.at <= now) {
             let flight = net.queue.pop().unwrap();
             if flight.to_server {
@@ -199,6 +213,7 @@ fn audio_survives_loss_jitter_and_reordering() {
     assert!(net.dropped > 20, "the network dropped {} of {}", net.dropped, net.sent);
     let total: usize = heard.iter().map(|&(_, n)| n).sum();
     assert!(!heard.is_empty(), "the server heard nothing");
+    assert!(garbage > 50, "only {garbage} garbage datagrams");
     println!(
         "dropped {} of {} datagrams; heard {:.2} s of the {:.2} s of audio sent; client got {client_received} bytes",
         net.dropped,
