@@ -4,6 +4,57 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
+/// Why a request got no successful response.
+#[derive(Debug)]
+pub enum SendError {
+    /// No response headers by the deadline.
+    Timeout,
+    /// The connection failed on every attempt.
+    Connect { attempts: u32, reason: String },
+    /// The request failed after connecting.
+    Broken(String),
+    /// A non-2xx answer and the server's error message.
+    Status { status: u16, message: String },
+}
+
+/// Sends the request `build` makes (again for each attempt) until it has a
+/// 2xx response: a failure to connect is tried again `retries` times with a
+/// short backoff, anything else is final; the whole wait for headers ends at
+/// `deadline`. The body of an error answer is read for at most `body_wait`.
+pub async fn send(
+    build: impl Fn() -> reqwest::RequestBuilder,
+    deadline: Instant,
+    retries: u32,
+    body_wait: Duration,
+) -> Result<reqwest::Response, SendError> {
+    let mut attempt = 0;
+    let response = loop {
+        match tokio::time::timeout_at(deadline, build().send()).await {
+            Err(_) => return Err(SendError::Timeout),
+            Ok(Ok(response)) => break response,
+            Ok(Err(e)) if e.is_connect() && attempt < retries => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                return Err(SendError::Connect { attempts: attempt + 1, reason: error_chain(&e) });
+            }
+            Ok(Err(e)) => return Err(SendError::Broken(error_chain(&e))),
+        }
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = tokio::time::timeout(body_wait, response.text()).await.ok().and_then(Result::ok);
+    Err(SendError::Status {
+        status: status.as_u16(),
+        message: body.as_deref().map(error_message).unwrap_or_else(|| "no error body".into()),
+    })
+}
+
 /// A client with `headers` on every request and the URL of `path` under
 /// `base_url` (which must be http or https, e.g. `https://host/v1`).
 pub fn client(

@@ -244,6 +244,38 @@ async fn keys(global: &Global, cmd: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A resident model named by `flag`: it must be of `stage` and fetched.
+fn resident_model<'m>(
+    manifest: &'m Manifest,
+    store: &Store,
+    flag: &str,
+    id: &str,
+    stage: &str,
+    what: &str,
+) -> anyhow::Result<&'m tete_engine::models::Model> {
+    let model = manifest.model(id)?;
+    if model.stage != stage {
+        anyhow::bail!("{flag} {id}: that model is for the {} stage, not {what}", model.stage);
+    }
+    let state = store.state(model)?;
+    if !state.is_ready() {
+        anyhow::bail!("{flag} {id} is not ready ({state}); run `tete models fetch {id}`");
+    }
+    Ok(model)
+}
+
+/// Runs a model load on a blocking thread and logs how long it took.
+async fn load_blocking<T: Send + 'static>(
+    what: &str,
+    id: &str,
+    load: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let started = std::time::Instant::now();
+    let loaded = tokio::task::spawn_blocking(load).await?.with_context(|| format!("loading {id}"))?;
+    tracing::info!("{what} {id} loaded in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(loaded)
+}
+
 /// Loads the resident Whisper model (fetched by `tete models fetch`).
 async fn load_recogniser(
     manifest: &Manifest,
@@ -251,21 +283,11 @@ async fn load_recogniser(
     id: &str,
     device: &candle_core::Device,
 ) -> anyhow::Result<std::sync::Arc<dyn tete_engine::asr::SpeechToText>> {
-    let model = manifest.model(id)?;
-    if model.stage != "asr" {
-        anyhow::bail!("--asr-model {id}: that model is for the {} stage, not speech recognition", model.stage);
-    }
-    let state = store.state(model)?;
-    if !state.is_ready() {
-        anyhow::bail!("--asr-model {id} is not ready ({state}); run `tete models fetch {id}`");
-    }
+    let model = resident_model(manifest, store, "--asr-model", id, "asr", "speech recognition")?;
     let dir = store.model_dir(&model.id);
     let device = device.clone();
-    let started = std::time::Instant::now();
-    let whisper = tokio::task::spawn_blocking(move || tete_engine::asr::Whisper::load(&dir, &device))
-        .await?
-        .with_context(|| format!("loading {id}"))?;
-    tracing::info!("speech recogniser {id} loaded in {:.1} s", started.elapsed().as_secs_f64());
+    let whisper =
+        load_blocking("speech recogniser", id, move || Ok(tete_engine::asr::Whisper::load(&dir, &device)?)).await?;
     Ok(std::sync::Arc::new(whisper))
 }
 
@@ -276,14 +298,7 @@ async fn load_llm(
     id: &str,
     device: &candle_core::Device,
 ) -> anyhow::Result<crate::api::chat::ChatModel> {
-    let model = manifest.model(id)?;
-    if model.stage != "llm" {
-        anyhow::bail!("--llm-model {id}: that model is for the {} stage, not the LLM", model.stage);
-    }
-    let state = store.state(model)?;
-    if !state.is_ready() {
-        anyhow::bail!("--llm-model {id} is not ready ({state}); run `tete models fetch {id}`");
-    }
+    let model = resident_model(manifest, store, "--llm-model", id, "llm", "the LLM")?;
     let gguf = model
         .files
         .iter()
@@ -291,11 +306,7 @@ async fn load_llm(
         .with_context(|| format!("--llm-model {id} has no .gguf file"))?;
     let path = store.model_dir(&model.id).join(&gguf.name);
     let device = device.clone();
-    let started = std::time::Instant::now();
-    let llm = tokio::task::spawn_blocking(move || tete_engine::llm::LlmModel::load(&path, &device))
-        .await?
-        .with_context(|| format!("loading {id}"))?;
-    tracing::info!("LLM {id} loaded in {:.1} s", started.elapsed().as_secs_f64());
+    let llm = load_blocking("LLM", id, move || Ok(tete_engine::llm::LlmModel::load(&path, &device)?)).await?;
     Ok(crate::api::chat::ChatModel::new(std::sync::Arc::new(llm), id))
 }
 
@@ -307,19 +318,11 @@ async fn load_voice(
     id: &str,
     device: &candle_core::Device,
 ) -> anyhow::Result<crate::api::speech::Synthesiser> {
-    let model = manifest.model(id)?;
-    if model.stage != "tts" {
-        anyhow::bail!("--tts-model {id}: that model is for the {} stage, not speech synthesis", model.stage);
-    }
-    let state = store.state(model)?;
-    if !state.is_ready() {
-        anyhow::bail!("--tts-model {id} is not ready ({state}); run `tete models fetch {id}`");
-    }
+    let model = resident_model(manifest, store, "--tts-model", id, "tts", "speech synthesis")?;
     let dir = store.model_dir(&model.id);
     let info = crate::api::speech::VoiceInfo::read(id, &dir).with_context(|| format!("reading {id}"))?;
     let device = device.clone();
-    let started = std::time::Instant::now();
-    let voice = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let voice = load_blocking("voice", id, move || {
         let voice = std::sync::Arc::new(tete_engine::tts::Voice::load(&dir, &device)?);
         // One phrase through the whole path: espeak-ng is there and the weights run.
         let mut speaker = tete_engine::tts::Speaker::new(voice.clone())?;
@@ -328,9 +331,7 @@ async fn load_voice(
         }
         Ok(voice)
     })
-    .await?
-    .with_context(|| format!("loading {id}"))?;
-    tracing::info!("voice {id} loaded in {:.1} s", started.elapsed().as_secs_f64());
+    .await?;
     Ok(crate::api::speech::Synthesiser::new(voice, info))
 }
 
@@ -397,7 +398,11 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         host: host.clone(),
         edge: Some(crate::edge::Edge::new(
             crate::edge::EdgeConfig {
-                bind_ip: args.webrtc_ip.unwrap_or(if addr.ip().is_unspecified() { [127, 0, 0, 1].into() } else { addr.ip() }),
+                bind_ip: args.webrtc_ip.unwrap_or(if addr.ip().is_unspecified() {
+                    [127, 0, 0, 1].into()
+                } else {
+                    addr.ip()
+                }),
                 ..Default::default()
             },
             None,

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use crate::remote::{error_chain, error_message};
+use crate::remote::{SendError, error_chain, error_message};
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -264,31 +264,24 @@ impl ChatClient {
             ..ChatRequest::default()
         };
         let timeouts = self.endpoint.timeouts;
-        let mut attempt = 0;
-        let response = loop {
-            let mut builder = self.http.post(&self.url).json(&request);
-            if let Some(key) = &self.endpoint.api_key {
-                builder = builder.bearer_auth(key);
-            }
-            match tokio::time::timeout(timeouts.first_event, builder.send()).await {
-                Err(_) => return Err(self.timeout("response headers", timeouts.first_event)),
-                Ok(Ok(response)) => break response,
-                Ok(Err(e)) if e.is_connect() && attempt < timeouts.connect_retries => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-                }
-                Ok(Err(e)) => return Err(ChatError::Connect { url: self.url.clone(), reason: error_chain(&e) }),
+        let build = || {
+            let builder = self.http.post(&self.url).json(&request);
+            match &self.endpoint.api_key {
+                Some(key) => builder.bearer_auth(key),
+                None => builder,
             }
         };
-        let status = response.status();
-        if !status.is_success() {
-            let body = tokio::time::timeout(timeouts.idle, response.text()).await.ok().and_then(Result::ok);
-            return Err(ChatError::Status {
-                url: self.url.clone(),
-                status: status.as_u16(),
-                message: body.as_deref().map(error_message).unwrap_or_else(|| "no error body".into()),
-            });
-        }
+        let deadline = tokio::time::Instant::now() + timeouts.first_event;
+        let url = || self.url.clone();
+        let response = crate::remote::send(build, deadline, timeouts.connect_retries, timeouts.idle).await.map_err(
+            |e| match e {
+                SendError::Timeout => self.timeout("response headers", timeouts.first_event),
+                SendError::Connect { reason, .. } | SendError::Broken(reason) => {
+                    ChatError::Connect { url: url(), reason }
+                }
+                SendError::Status { status, message } => ChatError::Status { url: url(), status, message },
+            },
+        )?;
         Ok(ChatStream {
             events: Box::pin(response.bytes_stream().eventsource()),
             url: self.url.clone(),

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::OUTPUT_RATE;
 use crate::audio::{ResampleError, StreamResampler};
-use crate::remote::{error_chain, error_message};
+use crate::remote::{SendError, error_chain};
 
 /// The rate of OpenAI's `pcm` response format.
 pub const PCM_RATE: u32 = 24_000;
@@ -137,38 +137,22 @@ impl ExternalVoice {
             speed: config.speed,
         };
         let timeouts = config.timeouts;
-        let mut attempt = 0;
-        let response = loop {
-            let mut builder = self.http.post(&self.url).json(&body);
-            if let Some(key) = &config.api_key {
-                builder = builder.bearer_auth(key);
-            }
-            match tokio::time::timeout_at(deadline, builder.send()).await {
-                Err(_) => return Err(self.timeout("response headers", timeouts.first_byte)),
-                Ok(Ok(response)) => break response,
-                Ok(Err(e)) if e.is_connect() && attempt < timeouts.connect_retries => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-                }
-                Ok(Err(e)) if e.is_connect() => {
-                    return Err(ExternalTtsError::Connect {
-                        url: self.url.clone(),
-                        attempts: attempt + 1,
-                        reason: error_chain(&e),
-                    });
-                }
-                Ok(Err(e)) => return Err(ExternalTtsError::Broken { url: self.url.clone(), reason: error_chain(&e) }),
+        let build = || {
+            let builder = self.http.post(&self.url).json(&body);
+            match &config.api_key {
+                Some(key) => builder.bearer_auth(key),
+                None => builder,
             }
         };
-        let status = response.status();
-        if !status.is_success() {
-            let body = tokio::time::timeout(timeouts.idle, response.text()).await.ok().and_then(Result::ok);
-            return Err(ExternalTtsError::Status {
-                url: self.url.clone(),
-                status: status.as_u16(),
-                message: body.as_deref().map(error_message).unwrap_or_else(|| "no error body".into()),
-            });
-        }
+        let url = || self.url.clone();
+        let response = crate::remote::send(build, deadline, timeouts.connect_retries, timeouts.idle).await.map_err(
+            |e| match e {
+                SendError::Timeout => self.timeout("response headers", timeouts.first_byte),
+                SendError::Connect { attempts, reason } => ExternalTtsError::Connect { url: url(), attempts, reason },
+                SendError::Broken(reason) => ExternalTtsError::Broken { url: url(), reason },
+                SendError::Status { status, message } => ExternalTtsError::Status { url: url(), status, message },
+            },
+        )?;
         let content_type = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -385,14 +369,6 @@ mod tests {
         pcm.push(&[1], &mut got);
         assert_eq!(got, vec![1.0 / 32768.0, 263.0 / 32768.0]);
         assert!(!pcm.pending_byte());
-    }
-
-    #[test]
-    fn the_servers_error_message_is_kept() {
-        let body = r#"{"error":{"message":"Invalid value: 'nobody'","type":"invalid_request_error","param":"voice"}}"#;
-        assert_eq!(error_message(body), "Invalid value: 'nobody'");
-        assert_eq!(error_message("upstream exploded"), "upstream exploded");
-        assert_eq!(error_message(""), "no error body");
     }
 
     #[test]
