@@ -27,7 +27,7 @@ import time
 HOME = os.environ.get("TETE_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "tete")
 VOICE = os.path.join(HOME, "models", "piper-en_US-joe-medium", "en_US-joe-medium.onnx")
 
-SENTENCE = "Hello, it is nice to meet you."
+SENTENCE = "Nice to meet you, my friend."  # six words
 PARAGRAPH = (
     "Thanks for joining the call today. I looked at the numbers you sent over last week, "
     "and the picture is better than I expected. Sales in the northern region grew by a "

@@ -1,6 +1,9 @@
 //! The Piper voice (en_US joe medium) on candle: time to first audio for a
 //! six-word sentence and the real-time factor of a paragraph, on the CPU
-//! with candle's thread count (`RAYON_NUM_THREADS`, else every core).
+//! with rayon's thread count (`RAYON_NUM_THREADS`, else every core), which
+//! both candle and the kernels crate's direct convolutions (every full
+//! convolution of the voice, the flow's WaveNet and the whole HiFi-GAN
+//! decoder) run on. Each figure is the best of five passes after a warm-up.
 //!
 //! It synthesises the phoneme ids Piper itself produced for the same texts,
 //! so both sides run the same model on the same input: run

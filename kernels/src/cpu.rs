@@ -86,6 +86,79 @@ pub fn rgba_to_i420(rgba: &[u32], width: u32, height: u32) -> Result<Vec<u8>, Ke
     Ok(out)
 }
 
+/// 1-D convolution with "same" zero padding (`dilation · (kernel − 1) / 2`
+/// each side) of `x` `[C_in][len]`: `[C_out][len]`, `weight` in PyTorch's
+/// `[C_out][C_in][kernel]` layout. Plain loops in f64, the reference of
+/// [`crate::conv1d::Conv1d`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv1d(
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    c_out: usize,
+    c_in: usize,
+    kernel: usize,
+    dilation: usize,
+    x: &[f32],
+    len: usize,
+) -> Vec<f32> {
+    let pad = (dilation * (kernel - 1) / 2) as isize;
+    let mut out = vec![0.0; c_out * len];
+    for co in 0..c_out {
+        for t in 0..len {
+            let mut sum = bias.map_or(0.0, |b| b[co] as f64);
+            for ci in 0..c_in {
+                for j in 0..kernel {
+                    let i = t as isize + (j * dilation) as isize - pad;
+                    if (0..len as isize).contains(&i) {
+                        sum += weight[(co * c_in + ci) * kernel + j] as f64 * x[ci * len + i as usize] as f64;
+                    }
+                }
+            }
+            out[co * len + t] = sum as f32;
+        }
+    }
+    out
+}
+
+/// PyTorch's `ConvTranspose1d` (no output padding, dilation 1) of `x`
+/// `[C_in][len]`: `[C_out][(len − 1) · stride − 2 · padding + kernel]`,
+/// `weight` `[C_in][C_out][kernel]`. The reference of
+/// [`crate::conv1d::ConvTranspose1d`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv_transpose1d(
+    weight: &[f32],
+    bias: &[f32],
+    c_in: usize,
+    c_out: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    x: &[f32],
+    len: usize,
+) -> Vec<f32> {
+    let out_len = (len - 1) * stride + kernel - 2 * padding;
+    let mut sum: Vec<f64> = (0..c_out * out_len).map(|i| bias[i / out_len] as f64).collect();
+    for ci in 0..c_in {
+        for co in 0..c_out {
+            for q in 0..len {
+                for m in 0..kernel {
+                    let o = (q * stride + m) as isize - padding as isize;
+                    if (0..out_len as isize).contains(&o) {
+                        sum[co * out_len + o as usize] +=
+                            weight[(ci * c_out + co) * kernel + m] as f64 * x[ci * len + q] as f64;
+                    }
+                }
+            }
+        }
+    }
+    sum.into_iter().map(|v| v as f32).collect()
+}
+
+/// `tanh(a) · sigmoid(b)` in f64, the reference of [`crate::gate::tanh_sigmoid`].
+pub fn tanh_sigmoid(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(&a, &b)| ((a as f64).tanh() / (1.0 + (-(b as f64)).exp())) as f32).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

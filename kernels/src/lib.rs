@@ -5,9 +5,11 @@
 //! compiled through NVRTC with the `cuda` feature, and WGSL shaders in
 //! `shaders/` run through wgpu by the engine — are tested against it.
 
+pub mod conv1d;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod gate;
 pub mod mel;
 
 /// CUDA C sources of the project's kernels, by name.

@@ -10,15 +10,23 @@
 //!
 //! Batch size is one and every input position is real, so the masks of the
 //! reference implementation are all ones and are left out.
+//!
+//! On the CPU the full (non-depthwise) convolutions, the flow's WaveNet
+//! stacks and the whole decoder run on `tete_kernels::conv1d`'s direct
+//! convolutions, which read their taps from zero-padded rows and fuse the
+//! residual adds and leaky ReLUs into their output tiles; candle does the
+//! rest (attention, layer norms, the depthwise convolutions). The
+//! decoder always runs on the CPU: its output is host samples anyway.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use candle_nn::{ConvTranspose1d, ConvTranspose1dConfig, LayerNorm, Module};
+use candle_nn::{LayerNorm, Module};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
+use tete_kernels::conv1d::{self as kernels, Residual, Signal};
 
 /// Output samples per latent frame (8 · 8 · 4 upsampling).
 pub const HOP: usize = 256;
@@ -120,7 +128,11 @@ impl Weights {
     fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, VitsError> {
         let tensor = self.tensors.remove(name).ok_or_else(|| VitsError::Missing(name.to_string()))?;
         if tensor.dims() != shape {
-            return Err(VitsError::Shape { name: name.into(), actual: tensor.dims().to_vec(), expected: shape.to_vec() });
+            return Err(VitsError::Shape {
+                name: name.into(),
+                actual: tensor.dims().to_vec(),
+                expected: shape.to_vec(),
+            });
         }
         Ok(tensor.to_dtype(DType::F32)?)
     }
@@ -151,13 +163,13 @@ impl Weights {
     }
 }
 
-/// A "same"-padded 1-D convolution over `(1, C, L)`, as one matrix product:
+/// A "same"-padded 1-D convolution over `(1, C, L)`. On the CPU it is the
+/// kernels crate's direct convolution. Elsewhere it is one matrix product:
 /// the taps of the zero-padded input are stacked by rows (contiguous row
 /// copies) and multiplied by the weight laid out tap-major, which gives the
 /// output directly in `(C_out, L)` order. Depthwise convolutions (one group
-/// per channel) are a sum of shifted, per-channel scaled inputs. Both avoid
-/// candle's element-wise im2col and its transposed result, which cost more
-/// than the products themselves on this voice's long, narrow decoder tensors.
+/// per channel) are a sum of shifted, per-channel scaled inputs. All of these
+/// avoid candle's element-wise im2col and its transposed result.
 struct Conv1d {
     /// `(C_out, kernel · C_in)` tap-major; for a depthwise conv `(kernel, C, 1)`.
     weight: Tensor,
@@ -165,6 +177,8 @@ struct Conv1d {
     kernel: usize,
     dilation: usize,
     depthwise: bool,
+    /// The packed weights, for a full convolution whose weights are on the CPU.
+    direct: Option<kernels::Conv1d>,
 }
 
 impl Conv1d {
@@ -174,16 +188,30 @@ impl Conv1d {
         if depthwise && (groups != out || per_group != 1) {
             candle_core::bail!("only depthwise grouped convolutions are supported, got {groups} groups");
         }
+        let direct = if !depthwise && weight.device().is_cpu() {
+            let w = weight.flatten_all()?.to_vec1::<f32>()?;
+            let b = bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
+            Some(kernels::Conv1d::new(&w, b.as_deref(), out, per_group, kernel, dilation))
+        } else {
+            None
+        };
         let weight = if depthwise {
             weight.permute((2, 0, 1))?.contiguous()? // (kernel, C, 1)
         } else {
             weight.permute((0, 2, 1))?.contiguous()?.reshape((out, kernel * per_group))?
         };
         let bias = bias.map(|b| b.reshape((out, 1))).transpose()?;
-        Ok(Self { weight, bias, kernel, dilation, depthwise })
+        Ok(Self { weight, bias, kernel, dilation, depthwise, direct })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(direct) = self.direct.as_ref().filter(|_| x.device().is_cpu()) {
+            let (_, channels, len) = x.dims3()?;
+            let input = Signal::from_rows(&x.flatten_all()?.to_vec1::<f32>()?, channels, len, direct.same_pad());
+            let mut out = Signal::zeros(direct.c_out(), len, 0);
+            direct.forward_into(&input, &mut out);
+            return Tensor::from_vec(out.to_rows(), (1, direct.c_out(), len), x.device());
+        }
         let x = x.squeeze(0)?;
         let len = x.dim(1)?;
         let pad = self.dilation * (self.kernel - 1) / 2;
@@ -515,9 +543,35 @@ impl DurationPredictor {
 struct WaveNet {
     input: Vec<Conv1d>,
     res_skip: Vec<Conv1d>,
+    /// On the CPU, per layer: the residual half of `res_skip` (none in the
+    /// last layer) and its skip half, apart, so each accumulates straight
+    /// into its sum.
+    direct: Option<Vec<(Option<kernels::Conv1d>, kernels::Conv1d)>>,
 }
 
 impl WaveNet {
+    fn new(input: Vec<Conv1d>, res_skip: Vec<Conv1d>, weights: &[(Vec<f32>, Vec<f32>)]) -> Self {
+        let direct = input.iter().all(|c| c.direct.is_some()).then(|| {
+            let last = weights.len() - 1;
+            let half = |w: &[f32], b: &[f32], part: usize| {
+                kernels::Conv1d::new(
+                    &w[part * LATENT * LATENT..][..LATENT * LATENT],
+                    Some(&b[part * LATENT..][..LATENT]),
+                    LATENT,
+                    LATENT,
+                    1,
+                    1,
+                )
+            };
+            weights
+                .iter()
+                .enumerate()
+                .map(|(i, (w, b))| if i < last { (Some(half(w, b, 0)), half(w, b, 1)) } else { (None, half(w, b, 0)) })
+                .collect()
+        });
+        Self { input, res_skip, direct }
+    }
+
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
         let mut out: Option<Tensor> = None;
@@ -538,6 +592,24 @@ impl WaveNet {
             });
         }
         out.ok_or_else(|| candle_core::Error::Msg("empty WaveNet".into()))
+    }
+
+    /// The same on the CPU; `x` padded for the kernel-5 convolutions.
+    fn forward_direct(&self, mut x: Signal, direct: &[(Option<kernels::Conv1d>, kernels::Conv1d)]) -> Signal {
+        let len = x.len();
+        let mut out = Signal::zeros(LATENT, len, 0);
+        let mut acts = Signal::zeros(LATENT, len, 0);
+        for (input, (res, skip)) in self.input.iter().zip(direct) {
+            let Some(input) = &input.direct else { unreachable!("checked in WaveNet::new") };
+            let mut h = Signal::zeros(2 * LATENT, len, 0);
+            input.forward_into(&x, &mut h);
+            acts.for_each_row(|c, a| tete_kernels::gate::tanh_sigmoid(h.row(c), h.row(LATENT + c), a));
+            if let Some(res) = res {
+                res.forward_into(&acts, &mut x);
+            }
+            skip.forward_into(&acts, &mut out);
+        }
+        out
     }
 }
 
@@ -561,16 +633,20 @@ impl Flow {
             let p = format!("flow.flows.{}", 2 * n);
             let mut input = Vec::new();
             let mut res_skip = Vec::new();
+            let mut res_skip_weights = Vec::new();
             for (layer, &(in_id, rs_id)) in ids.iter().enumerate() {
                 let weight = w.take(&format!("onnx::Conv_{in_id}"), &[2 * LATENT, LATENT, WN_KERNEL])?;
                 input.push(w.conv_with(weight, Some(&format!("{p}.enc.in_layers.{layer}.bias")), 1, 1)?);
                 let out = if layer + 1 < WN_LAYERS { 2 * LATENT } else { LATENT };
                 let weight = w.take(&format!("onnx::Conv_{rs_id}"), &[out, LATENT, 1])?;
-                res_skip.push(w.conv_with(weight, Some(&format!("{p}.enc.res_skip_layers.{layer}.bias")), 1, 1)?);
+                let bias_name = format!("{p}.enc.res_skip_layers.{layer}.bias");
+                let bias = w.tensors.get(&bias_name).map(|b| b.to_dtype(DType::F32)?.to_vec1::<f32>()).transpose()?;
+                res_skip_weights.push((weight.flatten_all()?.to_vec1::<f32>()?, bias.unwrap_or_default()));
+                res_skip.push(w.conv_with(weight, Some(&bias_name), 1, 1)?);
             }
             couplings.push(Coupling {
                 pre: w.conv(&format!("{p}.pre"), [LATENT, HALF, 1], 1, 1)?,
-                net: WaveNet { input, res_skip },
+                net: WaveNet::new(input, res_skip, &res_skip_weights),
                 post: w.conv(&format!("{p}.post"), [HALF, LATENT, 1], 1, 1)?,
             });
         }
@@ -579,6 +655,11 @@ impl Flow {
     }
 
     fn reverse(&self, z: &Tensor) -> candle_core::Result<Tensor> {
+        if z.device().is_cpu() {
+            if let Some(z) = self.reverse_direct(z)? {
+                return Ok(z);
+            }
+        }
         let mut z = z.clone();
         for c in self.couplings.iter().rev() {
             z = z.index_select(&self.flip, 1)?;
@@ -588,71 +669,124 @@ impl Flow {
         }
         Ok(z)
     }
+
+    /// The same on the CPU with the kernels crate, if every layer has its
+    /// direct form.
+    fn reverse_direct(&self, z: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let (_, channels, len) = z.dims3()?;
+        let mut rows: Vec<Vec<f32>> = z.squeeze(0)?.to_vec2::<f32>()?;
+        for c in self.couplings.iter().rev() {
+            let (Some(pre), Some(post), Some(direct)) = (&c.pre.direct, &c.post.direct, &c.net.direct) else {
+                return Ok(None);
+            };
+            rows.reverse();
+            let x0 = Signal::from_rows(&rows[..HALF].concat(), HALF, len, 0);
+            let mut h = Signal::zeros(LATENT, len, WN_KERNEL / 2);
+            pre.forward_into(&x0, &mut h);
+            let h = c.net.forward_direct(h, direct);
+            let mut mean = Signal::zeros(HALF, len, 0);
+            post.forward_into(&h, &mut mean);
+            for (c, row) in rows[HALF..].iter_mut().enumerate() {
+                row.iter_mut().zip(mean.row(c)).for_each(|(z, m)| *z -= m);
+            }
+        }
+        Ok(Some(Tensor::from_vec(rows.concat(), (1, channels, len), z.device())?))
+    }
 }
 
-/// HiFi-GAN generator with type-2 residual blocks.
+/// HiFi-GAN generator with type-2 residual blocks, on the CPU with the
+/// kernels crate's direct convolutions (whatever the voice's device: its
+/// long, narrow signals are what those are made for).
 struct Decoder {
-    pre: Conv1d,
-    ups: Vec<ConvTranspose1d>,
-    /// Crop per side after each upsampling (the export's padding).
-    crops: Vec<usize>,
-    blocks: Vec<[Conv1d; 2]>,
-    post: Conv1d,
+    pre: kernels::Conv1d,
+    ups: Vec<kernels::ConvTranspose1d>,
+    /// Three resblocks per upsampling, two convolutions each.
+    blocks: Vec<[kernels::Conv1d; 2]>,
+    post: kernels::Conv1d,
 }
+
+/// Padding of the resblocks' inputs: the widest reach, kernel 7 at dilation 12.
+const RES_PAD: usize = 36;
 
 impl Decoder {
     fn load(w: &mut Weights) -> Result<Self, VitsError> {
-        let pre = w.conv("dec.conv_pre", [UP_CHANNELS[0], LATENT, 7], 1, 1)?;
-        let mut ups = Vec::new();
-        let mut crops = Vec::new();
+        let mut conv = |name: &str, shape: [usize; 3], dilation: usize, bias: bool| -> Result<_, VitsError> {
+            let weight = w.take(&format!("{name}.weight"), &shape)?.flatten_all()?.to_vec1::<f32>()?;
+            let bias = if bias { Some(w.take(&format!("{name}.bias"), &shape[..1])?.to_vec1::<f32>()?) } else { None };
+            let [c_out, c_in, kernel] = shape;
+            Ok(kernels::Conv1d::new(&weight, bias.as_deref(), c_out, c_in, kernel, dilation))
+        };
+        let pre = conv("dec.conv_pre", [UP_CHANNELS[0], LATENT, 7], 1, true)?;
         let mut blocks = Vec::new();
-        for (i, &(stride, kernel)) in UPSAMPLES.iter().enumerate() {
-            let (cin, cout) = (UP_CHANNELS[i], UP_CHANNELS[i + 1]);
-            let weight = w.take(&format!("dec.ups.{i}.weight"), &[cin, cout, kernel])?;
-            let bias = w.take(&format!("dec.ups.{i}.bias"), &[cout])?;
-            // Unpadded, then cropped: candle's fast transposed convolution
-            // path needs zero padding, and cropping gives the same values.
-            let config = ConvTranspose1dConfig { stride, ..Default::default() };
-            ups.push(ConvTranspose1d::new(weight, Some(bias), config));
-            crops.push((kernel - stride) / 2);
+        for (i, (&cout, &(stride, kernel))) in UP_CHANNELS[1..].iter().zip(&UPSAMPLES).enumerate() {
             for (j, (&k, dilations)) in RES_KERNELS.iter().zip(&RES_DILATIONS).enumerate() {
                 let p = format!("dec.resblocks.{}", 3 * i + j);
                 blocks.push([
-                    w.conv(&format!("{p}.convs.0"), [cout, cout, k], dilations[0], 1)?,
-                    w.conv(&format!("{p}.convs.1"), [cout, cout, k], dilations[1], 1)?,
+                    conv(&format!("{p}.convs.0"), [cout, cout, k], dilations[0], true)?,
+                    conv(&format!("{p}.convs.1"), [cout, cout, k], dilations[1], true)?,
                 ]);
             }
+            debug_assert_eq!(kernel, 2 * stride);
         }
-        let post_weight = w.take("dec.conv_post.weight", &[1, UP_CHANNELS[3], 7])?;
-        let post = w.conv_with(post_weight, None, 1, 1)?;
-        Ok(Self { pre, ups, crops, blocks, post })
+        let post = conv("dec.conv_post", [1, UP_CHANNELS[3], 7], 1, false)?;
+        let mut ups = Vec::new();
+        for (i, &(stride, kernel)) in UPSAMPLES.iter().enumerate() {
+            let (cin, cout) = (UP_CHANNELS[i], UP_CHANNELS[i + 1]);
+            let weight =
+                w.take(&format!("dec.ups.{i}.weight"), &[cin, cout, kernel])?.flatten_all()?.to_vec1::<f32>()?;
+            let bias = w.take(&format!("dec.ups.{i}.bias"), &[cout])?.to_vec1::<f32>()?;
+            // The export pads by (kernel − stride) / 2 = stride / 2, the crop
+            // the kernel applies.
+            ups.push(kernels::ConvTranspose1d::new(&weight, &bias, cin, cout, stride));
+        }
+        Ok(Self { pre, ups, blocks, post })
     }
 
-    /// Audio `(1, 1, frames · HOP)` in [−1, 1] from a latent `(1, 192, frames)`.
-    fn forward(&self, z: &Tensor) -> candle_core::Result<Tensor> {
-        let mut x = self.pre.forward(z)?;
-        for (i, (up, &crop)) in self.ups.iter().zip(&self.crops).enumerate() {
-            let y = up.forward(&leaky_relu(&x, 0.1)?)?;
-            let y = y.narrow(2, crop, y.dim(2)? - 2 * crop)?.contiguous()?;
-            let mut sum: Option<Tensor> = None;
-            for block in &self.blocks[3 * i..3 * i + 3] {
-                let mut h = y.clone();
-                for conv in block {
-                    h = (conv.forward(&leaky_relu(&h, 0.1)?)? + h)?;
-                }
-                sum = Some(match sum {
-                    Some(s) => (s + h)?,
-                    None => h,
-                });
+    /// Audio (`frames · HOP` samples in [−1, 1]) from a latent `(1, 192, frames)`.
+    fn forward(&self, z: &Tensor) -> candle_core::Result<Vec<f32>> {
+        let (_, channels, frames) = z.dims3()?;
+        let latent = z.to_device(&Device::Cpu)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let latent = Signal::from_rows(&latent, channels, frames, self.pre.same_pad());
+        let mut x = Signal::for_overwrite(UP_CHANNELS[0], frames, 0);
+        self.pre.forward_fused(&latent, Residual::Overwrite, &mut x, None);
+        // `x` is the sum of the previous stage's resblocks (its mean times
+        // `parts`), or the pre-convolution's output.
+        let mut parts = 1.0;
+        for (i, up) in self.ups.iter().enumerate() {
+            let mut act = Signal::for_overwrite(x.channels(), x.len(), 1);
+            act.map_rows(&x, |a, x| leaky_relu_mean(a, x, parts, 0.1));
+            let (channels, len) = (UP_CHANNELS[i + 1], UPSAMPLES[i].0 * x.len());
+            let mut y = Signal::for_overwrite(channels, len, 0);
+            up.forward_into(&act, &mut y);
+            // Each resblock: h ← h + conv(leaky(h)) twice, from h = y; their
+            // sum, with the element-wise work fused into the convolutions.
+            let mut first = Signal::for_overwrite(channels, len, RES_PAD);
+            first.map_rows(&y, |a, y| leaky_relu_mean(a, y, 1.0, 0.1));
+            let mut second = Signal::for_overwrite(channels, len, RES_PAD);
+            let mut h = Signal::for_overwrite(channels, len, 0);
+            let mut sum = Signal::for_overwrite(channels, len, 0);
+            for (b, [conv1, conv2]) in self.blocks[3 * i..3 * i + 3].iter().enumerate() {
+                conv1.forward_fused(&first, Residual::From(&y), &mut h, Some((&mut second, 0.1)));
+                let residual = if b == 0 { Residual::From(&h) } else { Residual::Add(&h) };
+                conv2.forward_fused(&second, residual, &mut sum, None);
             }
-            x = (sum.ok_or_else(|| candle_core::Error::Msg("no resblocks".into()))? / RES_KERNELS.len() as f64)?;
+            x = sum;
+            parts = RES_KERNELS.len() as f32;
         }
-        self.post.forward(&leaky_relu(&x, 0.01)?)?.tanh()
+        let mut act = Signal::for_overwrite(x.channels(), x.len(), self.post.same_pad());
+        act.map_rows(&x, |a, x| leaky_relu_mean(a, x, parts, 0.01));
+        let mut audio = Signal::zeros(1, x.len(), 0);
+        self.post.forward_into(&act, &mut audio);
+        Ok(audio.row(0).iter().map(|v| v.tanh()).collect())
     }
 }
 
-fn leaky_relu(x: &Tensor, slope: f64) -> candle_core::Result<Tensor> {
-    x.maximum(&(x * slope)?)
+/// `out = leaky_relu(x / parts)`, as `max(v, slope · v)` (slope < 1).
+fn leaky_relu_mean(out: &mut [f32], x: &[f32], parts: f32, slope: f32) {
+    for (o, &x) in out.iter_mut().zip(x) {
+        let v = if parts == 1.0 { x } else { x / parts };
+        *o = v.max(v * slope);
+    }
 }
 
 /// A sentence ready to decode: the latent prior (before the flow) and the
@@ -728,7 +862,8 @@ impl Vits {
         };
 
         let encoded = self.encoder.forward(&Tensor::from_vec(ids, t, &self.device)?)?;
-        let log_durations = self.durations.reverse(&encoded.hidden, [noise(t, scales.noise_w), noise(t, scales.noise_w)])?;
+        let log_durations =
+            self.durations.reverse(&encoded.hidden, [noise(t, scales.noise_w), noise(t, scales.noise_w)])?;
         let durations: Vec<u32> =
             log_durations.iter().map(|&l| (l.exp() * scales.length_scale).ceil().clamp(0.0, 1e4) as u32).collect();
 
@@ -754,20 +889,20 @@ impl Vits {
         if start >= end {
             return Ok(Vec::new());
         }
-        let window = |from: usize, to: usize, context: usize| (from.saturating_sub(context), (to + context).min(frames));
+        let window =
+            |from: usize, to: usize, context: usize| (from.saturating_sub(context), (to + context).min(frames));
         let (dec_from, dec_to) = window(start, end, DECODER_CONTEXT);
         let (flow_from, flow_to) = window(dec_from, dec_to, FLOW_CONTEXT);
         let latent = self.flow.reverse(&prepared.prior.narrow(2, flow_from, flow_to - flow_from)?.contiguous()?)?;
         let latent = latent.narrow(2, dec_from - flow_from, dec_to - dec_from)?;
         let audio = self.decoder.forward(&latent)?;
-        let audio = audio.flatten_all()?.narrow(0, (start - dec_from) * HOP, (end - start) * HOP)?;
-        Ok(audio.to_vec1::<f32>()?)
+        Ok(audio[(start - dec_from) * HOP..][..(end - start) * HOP].to_vec())
     }
 
     /// The whole sentence in one pass.
     pub fn decode(&self, prepared: &Prepared) -> Result<Vec<f32>, VitsError> {
         let latent = self.flow.reverse(&prepared.prior)?;
-        Ok(self.decoder.forward(&latent)?.flatten_all()?.to_vec1::<f32>()?)
+        Ok(self.decoder.forward(&latent)?)
     }
 
     /// Phoneme ids → audio at 22.05 kHz and the frames per id.
