@@ -4,6 +4,7 @@
 pub mod asr;
 pub mod audio;
 pub mod device;
+pub mod face;
 pub mod features;
 pub mod gpu;
 pub mod hearing;
