@@ -287,6 +287,15 @@ async fn bad_joins_are_refused_clearly() {
     assert_eq!(client.delete(format!("{}{location}", f.base)).send().await.unwrap().status(), 200);
 }
 
+/// Kills a process group when dropped (also when the test fails first).
+struct Killer(u32);
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0)]).status();
+    }
+}
+
 /// The latest `tete-stats` JSON the meeting page logged on Chromium's stderr.
 fn page_stats(line: &str) -> Option<Value> {
     let start = line.find("tete-stats ")? + "tete-stats ".len();
@@ -312,6 +321,9 @@ async fn chromium_joins_from_the_meeting_page() {
     assert_eq!(status, 200);
     assert!(page.contains("/whip") && !page.contains("https://"), "the page is self-contained");
 
+    // Its own process group: killing the group takes the renderer, GPU and
+    // utility processes with it (killing the browser alone leaves them running).
+    use std::os::unix::process::CommandExt as _;
     let mut chromium = std::process::Command::new("chromium")
         .args([
             "--headless=new",
@@ -338,8 +350,10 @@ async fn chromium_joins_from_the_meeting_page() {
         .arg(format!("{}/c/{id}?raw_audio=1", f.base))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
+        .process_group(0)
         .spawn()
         .expect("chromium (scripts/setup-system.sh installs it)");
+    let group = Killer(chromium.id());
     let stderr = chromium.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -361,7 +375,7 @@ async fn chromium_joins_from_the_meeting_page() {
         }
     }
     // The browser vanishes without leaving: ICE consent stops, the edge notices.
-    let _ = chromium.kill();
+    drop(group);
     let _ = chromium.wait();
     let killed = Instant::now();
     let gone = common::eventually(Duration::from_secs(40), || async { (f.edge.peers(&id) == 0).then_some(()) }).await;
