@@ -33,7 +33,12 @@ fn pattern(n: usize) -> VideoFrame {
 }
 
 /// Moves every datagram between the two, with no delay, until both wait.
-fn exchange(client: &mut Rtc, server: &mut Peer, now: Instant, decoder: &mut openh264::decoder::Decoder) -> Option<Instant> {
+fn exchange(
+    client: &mut Rtc,
+    server: &mut Peer,
+    now: Instant,
+    decoder: &mut openh264::decoder::Decoder,
+) -> Option<Instant> {
     let (client_addr, server_addr): (SocketAddr, SocketAddr) =
         ("127.0.0.1:6000".parse().unwrap(), "127.0.0.1:5000".parse().unwrap());
     let mut decoded = None;
@@ -102,7 +107,10 @@ fn main() {
         first_decoded = exchange(&mut client, &mut server, now, &mut decoder);
     }
     let first = first_decoded.expect("no frame decoded within 20 s").duration_since(started);
-    println!("offer to first decoded 512x512 frame at the client: {:.1} ms (in process, no network delay)", first.as_secs_f64() * 1e3);
+    println!(
+        "offer to first decoded 512x512 frame at the client: {:.1} ms (in process, no network delay)",
+        first.as_secs_f64() * 1e3
+    );
 
     let mut video = Vec::with_capacity(FRAMES);
     for i in 0..FRAMES {

@@ -43,9 +43,8 @@ struct ToneMedia {
 
 impl SessionMedia for ToneMedia {
     fn next_audio(&mut self) -> Option<Vec<f32>> {
-        let frame = (0..960)
-            .map(|i| (0.3 * (self.phase + 2.0 * PI * 440.0 * i as f64 / 48_000.0).sin()) as f32)
-            .collect();
+        let frame =
+            (0..960).map(|i| (0.3 * (self.phase + 2.0 * PI * 440.0 * i as f64 / 48_000.0).sin()) as f32).collect();
         self.phase = (self.phase + 2.0 * PI * 440.0 * 960.0 / 48_000.0) % (2.0 * PI);
         Some(frame)
     }
@@ -125,7 +124,12 @@ fn offer(kinds: &[MediaKind]) -> String {
     offer.to_sdp_string()
 }
 
-async fn post(url: &str, content_type: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> (u16, String, String) {
+async fn post(
+    url: &str,
+    content_type: &str,
+    token: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> (u16, String, String) {
     let mut request = reqwest::Client::new().post(url).header("content-type", content_type).body(body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -186,7 +190,8 @@ async fn an_aiortc_peer_talks_and_listens_over_whip() {
         .expect("python3 with aiortc (scripts/test.sh installs it)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    let client: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let client: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     println!("client: {client}");
     assert_eq!(client["join_status"], 201, "{client}");
     assert_eq!(client["connected"], true, "{client}");
@@ -224,8 +229,12 @@ async fn an_aiortc_peer_talks_and_listens_over_whip() {
 
     // The data channel: the valid message arrived, the malformed one was answered.
     assert_eq!(recorded.messages, [ClientMessage::Respond("hello".into())]);
-    let replies: Vec<Value> =
-        client["messages"].as_array().unwrap().iter().map(|m| serde_json::from_str(m.as_str().unwrap()).unwrap()).collect();
+    let replies: Vec<Value> = client["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| serde_json::from_str(m.as_str().unwrap()).unwrap())
+        .collect();
     assert!(replies.iter().any(|r| r["event_type"] == "conversation.error"), "{replies:?}");
     assert_eq!(recorded.presence, [true, false]);
     drop(recorded);
@@ -369,7 +378,9 @@ async fn chromium_joins_from_the_meeting_page() {
     while Instant::now() < deadline {
         if let Ok(stats) = rx.recv_timeout(Duration::from_millis(500)) {
             last = stats;
-            if last["framesDecoded"].as_u64().unwrap_or(0) >= 25 && last["audioSamplesReceived"].as_u64().unwrap_or(0) > 48_000 {
+            if last["framesDecoded"].as_u64().unwrap_or(0) >= 25
+                && last["audioSamplesReceived"].as_u64().unwrap_or(0) > 48_000
+            {
                 break;
             }
         }

@@ -19,7 +19,9 @@ use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, RtcConfig};
-use tete_server::edge::peer::{ENGINE_RATE, FRAME, Peer, PeerEvent, Poll, SILENCE_TIMEOUT, VIDEO_BPS, VIDEO_START_BPS, VideoFrame};
+use tete_server::edge::peer::{
+    ENGINE_RATE, FRAME, Peer, PeerEvent, Poll, SILENCE_TIMEOUT, VIDEO_BPS, VIDEO_START_BPS, VideoFrame,
+};
 
 const CLIENT: &str = "127.0.0.1:6000";
 const SERVER: &str = "127.0.0.1:5000";
@@ -168,7 +170,9 @@ fn audio_survives_loss_jitter_and_reordering() {
                 let n = encoder.encode_float(&tone_frame(300.0, samples), &mut packet).unwrap();
                 let writer = client.writer(mid).unwrap();
                 let pt = writer.payload_params().find(|p| p.spec().codec == Codec::Opus).unwrap().pt();
-                writer.write(pt, now, MediaTime::new(samples, Frequency::FORTY_EIGHT_KHZ), packet[..n].to_vec()).unwrap();
+                writer
+                    .write(pt, now, MediaTime::new(samples, Frequency::FORTY_EIGHT_KHZ), packet[..n].to_vec())
+                    .unwrap();
                 written += 1;
                 server.send_audio(now, &tone_frame(440.0, samples)).unwrap();
                 if sent_frames % 2 == 0 {
@@ -305,9 +309,16 @@ fn damaged_offers_never_panic() {
             _ => {
                 let mut l = lines.clone();
                 let i = rng.random_range(0..l.len());
-                let hostile = ["a=rtpmap:4294967296 opus/48000/2\r\n", "m=audio 99999999 RTP 111\r\n",
-                    "a=ssrc:-1 cname:x\r\n", "a=candidate:1 1 udp 1 ::::: 9 typ host\r\n", "a=fmtp:111 =;=;=\r\n",
-                    "a=mid:\r\n", "a=group:BUNDLE\r\n", "c=IN IP4 999.1.1.1\r\n"];
+                let hostile = [
+                    "a=rtpmap:4294967296 opus/48000/2\r\n",
+                    "m=audio 99999999 RTP 111\r\n",
+                    "a=ssrc:-1 cname:x\r\n",
+                    "a=candidate:1 1 udp 1 ::::: 9 typ host\r\n",
+                    "a=fmtp:111 =;=;=\r\n",
+                    "a=mid:\r\n",
+                    "a=group:BUNDLE\r\n",
+                    "c=IN IP4 999.1.1.1\r\n",
+                ];
                 l.insert(i, hostile[rng.random_range(0..hostile.len())]);
                 l.concat()
             }

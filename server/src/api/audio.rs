@@ -116,7 +116,13 @@ impl OpenAiError {
     }
 
     pub(crate) fn not_found(param: Option<&'static str>, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::NOT_FOUND, message: message.into(), kind: "invalid_request_error", param, code: Some(code) }
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param,
+            code: Some(code),
+        }
     }
 
     pub(crate) fn rate_limited(message: impl Into<String>) -> Self {
@@ -423,9 +429,11 @@ pub async fn transcriptions(
         ));
     };
     // Admitted before the upload is read, so the uploads held in memory are bounded too.
-    let admitted: OwnedSemaphorePermit = recogniser.admitted.clone().try_acquire_owned().map_err(|_| {
-        OpenAiError::rate_limited("too many transcriptions are running or waiting; retry shortly")
-    })?;
+    let admitted: OwnedSemaphorePermit = recogniser
+        .admitted
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| OpenAiError::rate_limited("too many transcriptions are running or waiting; retry shortly"))?;
     let form = form.map_err(|e| {
         OpenAiError::invalid(None, "invalid_form", format!("send multipart/form-data with a file: {}", e.body_text()))
     })?;

@@ -4,8 +4,8 @@
 
 pub mod audio;
 pub mod chat;
-pub mod models;
 mod conversations;
+pub mod models;
 mod openapi;
 pub mod personas;
 pub mod replicas;

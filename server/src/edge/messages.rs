@@ -11,7 +11,10 @@ pub enum ClientMessage {
     /// Speak exactly this text.
     EchoText(String),
     /// Play this audio (already decoded from base64; `sample_rate` Hz, 16-bit mono).
-    EchoAudio { pcm: Vec<i16>, sample_rate: u32 },
+    EchoAudio {
+        pcm: Vec<i16>,
+        sample_rate: u32,
+    },
     /// As if the user had said `text`.
     Respond(String),
     Interrupt,
@@ -110,22 +113,44 @@ mod tests {
     fn messages_parse_and_bad_ones_say_why() {
         let ok = |t: &str| parse(t, "c1").unwrap();
         assert_eq!(
-            ok(r#"{"message_type":"conversation","event_type":"conversation.respond","conversation_id":"c1","properties":{"text":"hi"}}"#),
+            ok(
+                r#"{"message_type":"conversation","event_type":"conversation.respond","conversation_id":"c1","properties":{"text":"hi"}}"#
+            ),
             ClientMessage::Respond("hi".into())
         );
-        assert_eq!(ok(r#"{"message_type":"conversation","event_type":"conversation.interrupt"}"#), ClientMessage::Interrupt);
-        let audio = ok(r#"{"message_type":"conversation","event_type":"conversation.echo","properties":{"audio":"AQACAA==","sample_rate":16000}}"#);
+        assert_eq!(
+            ok(r#"{"message_type":"conversation","event_type":"conversation.interrupt"}"#),
+            ClientMessage::Interrupt
+        );
+        let audio = ok(
+            r#"{"message_type":"conversation","event_type":"conversation.echo","properties":{"audio":"AQACAA==","sample_rate":16000}}"#,
+        );
         assert_eq!(audio, ClientMessage::EchoAudio { pcm: vec![1, 2], sample_rate: 16_000 });
         for (bad, why) in [
             ("not json", "not a JSON"),
             (r#"{"message_type":"system","event_type":"conversation.interrupt"}"#, "message_type"),
             (r#"{"message_type":"conversation","event_type":"conversation.dance"}"#, "unknown event_type"),
             (r#"{"message_type":"conversation","event_type":"conversation.respond","properties":{}}"#, "missing"),
-            (r#"{"message_type":"conversation","event_type":"conversation.respond","properties":{"text":7}}"#, "string"),
-            (r#"{"message_type":"conversation","event_type":"conversation.respond","conversation_id":"c2","properties":{"text":"x"}}"#, "not this conversation"),
-            (r#"{"message_type":"conversation","event_type":"conversation.echo","properties":{"audio":"AQAC","sample_rate":16000}}"#, "even"),
-            (r#"{"message_type":"conversation","event_type":"conversation.echo","properties":{"audio":"AQACAA==","sample_rate":3}}"#, "sample_rate"),
-            (r#"{"message_type":"conversation","event_type":"conversation.echo","properties":{"text":"a","audio":"AQAC"}}"#, "exactly one"),
+            (
+                r#"{"message_type":"conversation","event_type":"conversation.respond","properties":{"text":7}}"#,
+                "string",
+            ),
+            (
+                r#"{"message_type":"conversation","event_type":"conversation.respond","conversation_id":"c2","properties":{"text":"x"}}"#,
+                "not this conversation",
+            ),
+            (
+                r#"{"message_type":"conversation","event_type":"conversation.echo","properties":{"audio":"AQAC","sample_rate":16000}}"#,
+                "even",
+            ),
+            (
+                r#"{"message_type":"conversation","event_type":"conversation.echo","properties":{"audio":"AQACAA==","sample_rate":3}}"#,
+                "sample_rate",
+            ),
+            (
+                r#"{"message_type":"conversation","event_type":"conversation.echo","properties":{"text":"a","audio":"AQAC"}}"#,
+                "exactly one",
+            ),
         ] {
             let e = parse(bad, "c1").unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");

@@ -186,7 +186,10 @@ async fn join(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap
     }
     if row.meeting_token_hash.is_some() {
         let Some(token) = bearer(&headers) else {
-            return refuse(StatusCode::UNAUTHORIZED, "this conversation needs its meeting token (Authorization: Bearer)");
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "this conversation needs its meeting token (Authorization: Bearer)",
+            );
         };
         match api.db().meeting_token_ok(&id, Some(token)).await {
             Ok(true) => {}

@@ -18,12 +18,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::bwe::{Bitrate, BweKind};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tete_engine::audio::StreamResampler;
 
@@ -117,7 +117,10 @@ pub enum PeerEvent {
 /// What the driver must do next.
 #[derive(Debug)]
 pub enum Poll {
-    Transmit { destination: SocketAddr, contents: Vec<u8> },
+    Transmit {
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    },
     Event(PeerEvent),
     /// Nothing more until this time or new input.
     Wait(Instant),
@@ -204,7 +207,8 @@ impl Peer {
                 .enable_h264(true)
                 .enable_bwe(Some(Bitrate::bps(u64::from(VIDEO_START_BPS))))
                 .build(now);
-            rtc.bwe().set_bitrate(Bitrate::bps(u64::from(*VIDEO_BPS.start())), Bitrate::bps(u64::from(*VIDEO_BPS.end())));
+            rtc.bwe()
+                .set_bitrate(Bitrate::bps(u64::from(*VIDEO_BPS.start())), Bitrate::bps(u64::from(*VIDEO_BPS.end())));
             let candidate = Candidate::host(local, "udp").map_err(|e| PeerError::Offer(e.to_string()))?;
             rtc.add_local_candidate(candidate);
             let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| PeerError::Offer(e.to_string()))?;
@@ -261,7 +265,8 @@ impl Peer {
             self.video_in = Some(VideoIn { mid, decoder, last_handed: None });
         }
         if matches!(direction, Direction::SendOnly | Direction::SendRecv) {
-            self.video_out = Some(VideoOut { mid, encoder: None, frames: 0, keyframe: true, target_bps: VIDEO_START_BPS });
+            self.video_out =
+                Some(VideoOut { mid, encoder: None, frames: 0, keyframe: true, target_bps: VIDEO_START_BPS });
         }
         Ok(())
     }
@@ -436,7 +441,9 @@ impl Peer {
         // Constrained baseline, packetization mode 1 (what openh264 makes), if offered.
         let chosen = h264
             .iter()
-            .find(|p| p.spec().format.packetization_mode == Some(1) && p.spec().format.profile_level_id == Some(0x42e01f))
+            .find(|p| {
+                p.spec().format.packetization_mode == Some(1) && p.spec().format.profile_level_id == Some(0x42e01f)
+            })
             .or_else(|| h264.iter().find(|p| p.spec().format.packetization_mode == Some(1)))
             .or(h264.first());
         let Some(pt) = chosen.map(|p| p.pt()) else { return Ok(()) };
@@ -447,7 +454,8 @@ impl Peer {
             None => true,
             Some((w, h, bps, made, _)) => {
                 let off = f64::from(out.target_bps) / f64::from(*bps);
-                (*w, *h) != size || (!(0.77..=1.3).contains(&off) && now.saturating_duration_since(*made) >= Duration::from_secs(2))
+                (*w, *h) != size
+                    || (!(0.77..=1.3).contains(&off) && now.saturating_duration_since(*made) >= Duration::from_secs(2))
             }
         };
         if remake {
@@ -457,9 +465,8 @@ impl Peer {
                 .usage_type(openh264::encoder::UsageType::CameraVideoRealTime)
                 .profile(openh264::encoder::Profile::Baseline)
                 .num_threads(1);
-            let encoder =
-                openh264::encoder::Encoder::with_api_config(openh264::OpenH264API::from_source(), config)
-                    .map_err(|e| PeerError::Video(e.to_string()))?;
+            let encoder = openh264::encoder::Encoder::with_api_config(openh264::OpenH264API::from_source(), config)
+                .map_err(|e| PeerError::Video(e.to_string()))?;
             out.encoder = Some((frame.width, frame.height, out.target_bps, now, encoder));
             out.keyframe = true;
         }
@@ -531,7 +538,8 @@ impl VideoIn {
                 return None;
             }
         };
-        let due = self.last_handed.is_none_or(|last| at.saturating_duration_since(last).as_secs_f64() >= 1.0 / VIDEO_IN_FPS);
+        let due =
+            self.last_handed.is_none_or(|last| at.saturating_duration_since(last).as_secs_f64() >= 1.0 / VIDEO_IN_FPS);
         if !due {
             return None;
         }
@@ -589,7 +597,6 @@ impl AudioIn {
         (!out.is_empty()).then_some(PeerEvent::Audio(out))
     }
 }
-
 
 #[cfg(test)]
 mod tests {
