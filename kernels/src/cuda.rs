@@ -48,6 +48,7 @@ pub fn compile(name: &str) -> Result<Ptx, KernelError> {
 pub struct CudaKernels {
     stream: Arc<CudaStream>,
     rgba_to_i420: CudaFunction,
+    face_warp: CudaFunction,
     name: String,
 }
 
@@ -77,7 +78,9 @@ impl CudaKernels {
         let name = ctx.name().map_err(cuda_err)?;
         let module = ctx.load_module(compile("rgba_to_i420")?).map_err(cuda_err)?;
         let rgba_to_i420 = module.load_function("rgba_to_i420").map_err(cuda_err)?;
-        Ok(Self { stream: ctx.default_stream(), rgba_to_i420, name })
+        let module = ctx.load_module(compile("face_warp")?).map_err(cuda_err)?;
+        let face_warp = module.load_function("face_warp").map_err(cuda_err)?;
+        Ok(Self { stream: ctx.default_stream(), rgba_to_i420, face_warp, name })
     }
 
     /// The device's name as the driver reports it.
@@ -114,6 +117,29 @@ impl CudaKernels {
         // (allocated with that length); threads outside the (width/2, height/2)
         // chroma grid return before touching memory, so the rounded-up grid
         // never indexes past either buffer.
+        unsafe { launch.launch(cfg) }.map_err(cuda_err)?;
+        self.stream.clone_dtoh(&output).map_err(cuda_err)
+    }
+
+    /// The talking-head warp on the device; same contract as [`crate::warp::render`].
+    pub fn face_warp(&self, record: &[u32], portrait: &[u32]) -> Result<Vec<u32>, KernelError> {
+        let pixels = portrait.len();
+        let (width, height) = crate::warp::check(record, pixels, pixels)?;
+        let record_d = self.stream.clone_htod(record).map_err(cuda_err)?;
+        let portrait_d = self.stream.clone_htod(portrait).map_err(cuda_err)?;
+        let mut output = self.stream.alloc_zeros::<u32>(pixels).map_err(cuda_err)?;
+        let cfg = LaunchConfig {
+            grid_dim: (width.div_ceil(16), height.div_ceil(16), 1),
+            block_dim: (16, 16, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut launch = self.stream.launch_builder(&self.face_warp);
+        launch.arg(&record_d).arg(&portrait_d).arg(&mut output);
+        // SAFETY: `check` verified the record holds RECORD_WORDS words with at
+        // most MAX_POINTS points and MAX_MOUTH vertices (the kernel reads no
+        // further), and that portrait and output hold width*height pixels;
+        // threads outside the frame return before touching memory, and every
+        // sample index is clamped into the frame.
         unsafe { launch.launch(cfg) }.map_err(cuda_err)?;
         self.stream.clone_dtoh(&output).map_err(cuda_err)
     }

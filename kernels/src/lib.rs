@@ -11,14 +11,21 @@ pub mod cpu;
 pub mod cuda;
 pub mod gate;
 pub mod mel;
+pub mod warp;
 
 /// CUDA C sources of the project's kernels, by name.
-pub const CUDA_SOURCES: &[(&str, &str)] =
-    &[("rgba_to_i420", include_str!("../cuda/rgba_to_i420.cu")), ("log_mel", include_str!("../cuda/log_mel.cu"))];
+pub const CUDA_SOURCES: &[(&str, &str)] = &[
+    ("rgba_to_i420", include_str!("../cuda/rgba_to_i420.cu")),
+    ("log_mel", include_str!("../cuda/log_mel.cu")),
+    ("face_warp", include_str!("../cuda/face_warp.cu")),
+];
 
 /// Entry points of each CUDA source, checked in the compiled PTX.
-pub const CUDA_ENTRY_POINTS: &[(&str, &[&str])] =
-    &[("rgba_to_i420", &["rgba_to_i420"]), ("log_mel", &["log_mel_frames", "log_mel_max", "log_mel_finish"])];
+pub const CUDA_ENTRY_POINTS: &[(&str, &[&str])] = &[
+    ("rgba_to_i420", &["rgba_to_i420"]),
+    ("log_mel", &["log_mel_frames", "log_mel_max", "log_mel_finish"]),
+    ("face_warp", &["face_warp"]),
+];
 
 /// The tables the GPU log-mel kernels read: cos and sin of 2πi/400, the
 /// Hann window, and the mel filters, as f32.
@@ -47,6 +54,8 @@ pub enum KernelError {
     NoNvrtc,
     #[error("CUDA kernel {name} failed to compile: {log}")]
     Compile { name: String, log: String },
+    #[error("bad frame record: {0}")]
+    BadRecord(String),
     #[error("CUDA error: {0}")]
     Cuda(String),
 }

@@ -25,8 +25,11 @@
 //! up to 6 px on a 95-px face of the test portrait: the nets are that
 //! sensitive to how the input was sampled.
 
+pub mod animate;
 pub mod blazeface;
 pub mod facemesh;
+pub mod replica;
+pub mod rig;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -36,6 +39,16 @@ pub use image::RgbImage;
 
 pub use blazeface::{BlazeFace, BoundingBox, Detection, DetectorConfig, Keypoint, RawDetections};
 pub use facemesh::{FaceMesh, LANDMARKS, Mesh};
+pub use replica::{Replica, ReplicaConfig, ReplicaError};
+pub use rig::{HeadPose, MouthShape, Pose, Rig};
+
+/// Renders one frame of `replica` in `pose` on the CPU (the reference the
+/// GPU renderers are compared with): RGBA8, R in the low byte.
+pub fn render_cpu(replica: &Replica, rig: &Rig, pose: &Pose) -> Result<Vec<u32>, tete_kernels::KernelError> {
+    let mut out = vec![0u32; replica.portrait.len()];
+    tete_kernels::warp::render(&rig.record(pose), &replica.portrait, &mut out)?;
+    Ok(out)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum FaceError {

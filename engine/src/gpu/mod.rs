@@ -2,9 +2,11 @@
 //! compute pipelines that run the WGSL shaders in `shaders/`.
 
 mod color;
+mod face;
 mod mel;
 
 pub use color::RgbaToI420;
+pub use face::{FaceRenderer, GpuPortrait};
 pub use mel::LogMel;
 
 use crate::device::DeviceError;
@@ -146,12 +148,28 @@ pub(crate) fn bind(
     layout: &wgpu::BindGroupLayout,
     buffers: &[&wgpu::Buffer],
 ) -> wgpu::BindGroup {
-    let entries: Vec<wgpu::BindGroupEntry> = buffers
-        .iter()
+    let whole: Vec<wgpu::BindingResource> = buffers.iter().map(|b| b.as_entire_binding()).collect();
+    bind_resources(gpu, label, layout, whole)
+}
+
+/// Binds buffer ranges (or any resources) to a layout, in binding order.
+pub(crate) fn bind_resources(
+    gpu: &Gpu,
+    label: &str,
+    layout: &wgpu::BindGroupLayout,
+    resources: Vec<wgpu::BindingResource>,
+) -> wgpu::BindGroup {
+    let entries: Vec<wgpu::BindGroupEntry> = resources
+        .into_iter()
         .enumerate()
-        .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+        .map(|(i, resource)| wgpu::BindGroupEntry { binding: i as u32, resource })
         .collect();
     gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries: &entries })
+}
+
+/// A range of a buffer as a binding (`len` bytes from `offset`).
+pub(crate) fn range(buffer: &wgpu::Buffer, offset: u64, len: u64) -> wgpu::BindingResource<'_> {
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset, size: wgpu::BufferSize::new(len) })
 }
 
 /// Maps a finished readback buffer (after the work that fills it was

@@ -1,0 +1,164 @@
+//! A replica from a photo: the face found and meshed, the portrait framed
+//! as a head-and-shoulders shot at the output size, and the landmarks the
+//! renderer moves.
+
+use std::path::Path;
+
+use image::imageops::{self, FilterType};
+use serde::{Deserialize, Serialize};
+
+use super::{BlazeFace, FaceError, FaceMesh, LANDMARKS, RgbImage};
+
+/// How a replica is framed and what a usable photo is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplicaConfig {
+    /// Side of the square output frame in pixels (a multiple of 8).
+    pub size: u32,
+    /// Forehead-to-chin height as a fraction of the frame.
+    pub face_fraction: f32,
+    /// Smallest usable face: detection-box width in the photo's pixels.
+    pub min_face_px: f32,
+    /// Faces smaller than this fraction of the largest one are ignored
+    /// (people far in the background) when counting faces.
+    pub other_face_fraction: f32,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        Self { size: 512, face_fraction: 0.42, min_face_px: 64.0, other_face_fraction: 0.5 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("no face was found in the image")]
+    NoFace,
+    #[error("{count} faces were found; a replica needs exactly one person in view")]
+    SeveralFaces { count: usize },
+    #[error("the face is {width:.0} pixels wide; at least {min:.0} are needed")]
+    FaceTooSmall { width: f32, min: f32 },
+    #[error("frame size {0} must be a non-zero multiple of 8")]
+    BadSize(u32),
+    #[error("the image could not be read: {0}")]
+    Image(String),
+    #[error("replica files in {path}: {reason}")]
+    Files { path: String, reason: String },
+    #[error(transparent)]
+    Face(#[from] FaceError),
+}
+
+/// What the renderer needs of a person: the framed portrait and its mesh.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    /// Side of the square portrait.
+    pub size: u32,
+    /// RGBA8 pixels (R in the low byte), row-major.
+    pub portrait: Vec<u32>,
+    /// The 468 FaceMesh landmarks in portrait pixels.
+    pub landmarks: Vec<[f32; 2]>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RigFile {
+    size: u32,
+    landmarks: Vec<[f32; 2]>,
+}
+
+impl Replica {
+    /// Builds a replica from a photo with exactly one clear face.
+    pub fn from_photo(
+        detector: &BlazeFace,
+        mesher: &FaceMesh,
+        photo: &RgbImage,
+        config: &ReplicaConfig,
+    ) -> Result<Self, ReplicaError> {
+        if config.size == 0 || !config.size.is_multiple_of(8) {
+            return Err(ReplicaError::BadSize(config.size));
+        }
+        let detections = detector.detect(photo)?;
+        let largest = detections.iter().map(|d| d.bbox.width).fold(0.0f32, f32::max);
+        let people: Vec<_> =
+            detections.iter().filter(|d| d.bbox.width >= config.other_face_fraction * largest).collect();
+        let face = match people.as_slice() {
+            [] => return Err(ReplicaError::NoFace),
+            [one] => *one,
+            many => return Err(ReplicaError::SeveralFaces { count: many.len() }),
+        };
+        let width = face.bbox.width;
+        if width < config.min_face_px {
+            return Err(ReplicaError::FaceTooSmall { width, min: config.min_face_px });
+        }
+        let mesh = mesher.landmarks(photo, face)?;
+        if mesh.presence < 0.5 {
+            return Err(ReplicaError::NoFace);
+        }
+        let points: Vec<[f32; 2]> = mesh.points.iter().map(|p| [p[0], p[1]]).collect();
+        Ok(Self::frame(photo, &points, config))
+    }
+
+    /// Crops a head-and-shoulders square around the face and scales it to
+    /// the output size, moving the landmarks with it.
+    fn frame(photo: &RgbImage, points: &[[f32; 2]], config: &ReplicaConfig) -> Self {
+        let top = points[super::rig::FOREHEAD];
+        let chin = points[super::rig::CHIN];
+        let face_height = ((chin[0] - top[0]).powi(2) + (chin[1] - top[1]).powi(2)).sqrt();
+        let (w, h) = (photo.width() as f32, photo.height() as f32);
+        let side = (face_height / config.face_fraction).min(w).min(h).max(8.0);
+        let centre_x = (top[0] + chin[0]) / 2.0;
+        // The face sits a little above the middle, leaving room for shoulders.
+        let centre_y = (top[1] + chin[1]) / 2.0 + 0.1 * side;
+        let x0 = (centre_x - side / 2.0).clamp(0.0, w - side).round();
+        let y0 = (centre_y - side / 2.0).clamp(0.0, h - side).round();
+        let side_px = side.round() as u32;
+        let crop = imageops::crop_imm(photo, x0 as u32, y0 as u32, side_px, side_px).to_image();
+        let scaled = imageops::resize(&crop, config.size, config.size, FilterType::CatmullRom);
+        let scale = config.size as f32 / side_px as f32;
+        Self {
+            size: config.size,
+            portrait: scaled.pixels().map(|p| u32::from_le_bytes([p[0], p[1], p[2], 255])).collect(),
+            landmarks: points.iter().map(|&[x, y]| [(x - x0) * scale, (y - y0) * scale]).collect(),
+        }
+    }
+
+    /// The portrait as an image (for saving and inspection).
+    pub fn portrait_image(&self) -> RgbImage {
+        let bytes: Vec<u8> = self.portrait.iter().flat_map(|p| p.to_le_bytes()[..3].to_vec()).collect();
+        RgbImage::from_raw(self.size, self.size, bytes).expect("size² pixels of 3 bytes")
+    }
+
+    /// Writes `portrait.png` and `rig.json` into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), ReplicaError> {
+        let files = |reason: String| ReplicaError::Files { path: dir.display().to_string(), reason };
+        std::fs::create_dir_all(dir).map_err(|e| files(e.to_string()))?;
+        self.portrait_image().save(dir.join("portrait.png")).map_err(|e| files(e.to_string()))?;
+        let rig = RigFile { size: self.size, landmarks: self.landmarks.clone() };
+        let json = serde_json::to_vec(&rig).map_err(|e| files(e.to_string()))?;
+        std::fs::write(dir.join("rig.json"), json).map_err(|e| files(e.to_string()))
+    }
+
+    /// Reads a replica written by [`Replica::save`], checking that the
+    /// files agree with each other.
+    pub fn load(dir: &Path) -> Result<Self, ReplicaError> {
+        let files = |reason: String| ReplicaError::Files { path: dir.display().to_string(), reason };
+        let json = std::fs::read(dir.join("rig.json")).map_err(|e| files(format!("rig.json: {e}")))?;
+        let rig: RigFile = serde_json::from_slice(&json).map_err(|e| files(format!("rig.json: {e}")))?;
+        if rig.landmarks.len() != LANDMARKS || rig.size == 0 || !rig.size.is_multiple_of(8) {
+            return Err(files(format!("rig.json has {} landmarks at size {}", rig.landmarks.len(), rig.size)));
+        }
+        let image = image::open(dir.join("portrait.png")).map_err(|e| files(format!("portrait.png: {e}")))?;
+        if image.width() != rig.size || image.height() != rig.size {
+            return Err(files(format!("portrait is {}×{}, rig says {}", image.width(), image.height(), rig.size)));
+        }
+        let portrait = image.to_rgb8().pixels().map(|p| u32::from_le_bytes([p[0], p[1], p[2], 255])).collect();
+        Ok(Self { size: rig.size, portrait, landmarks: rig.landmarks })
+    }
+}
+
+/// Decodes an uploaded or downloaded image, with a clear error.
+pub fn decode_photo(bytes: &[u8]) -> Result<RgbImage, ReplicaError> {
+    let image = image::load_from_memory(bytes).map_err(|e| ReplicaError::Image(e.to_string()))?;
+    if image.width() == 0 || image.height() == 0 {
+        return Err(ReplicaError::Image("the image is empty".into()));
+    }
+    Ok(image.to_rgb8())
+}
