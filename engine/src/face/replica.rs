@@ -41,6 +41,12 @@ pub enum ReplicaError {
     BadSize(u32),
     #[error("the image could not be read: {0}")]
     Image(String),
+    #[error("the video could not be read: {0}")]
+    Video(String),
+    #[error("the video is {seconds:.1} s long; at least {min:.1} s are needed")]
+    TooShort { seconds: f32, min: f32 },
+    #[error("the head moves too much ({motion:.2} face widths); the person should face the camera and keep still")]
+    TooMuchMotion { motion: f32 },
     #[error("replica files in {path}: {reason}")]
     Files { path: String, reason: String },
     #[error(transparent)]
