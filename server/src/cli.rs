@@ -276,6 +276,34 @@ async fn load_blocking<T: Send + 'static>(
     Ok(loaded)
 }
 
+/// Loads the face models replica training uses (on the CPU: a replica is
+/// built once, and the device is left to the live stages).
+async fn load_training(
+    manifest: &Manifest,
+    store: &Store,
+    home: &std::path::Path,
+) -> anyhow::Result<crate::training::TrainingConfig> {
+    let dir = |id: &str| -> anyhow::Result<std::path::PathBuf> { Ok(store.model_dir(&manifest.model(id)?.id)) };
+    let (detector_path, mesh_path) = (dir("blazeface-short-range")?, dir("facemesh")?);
+    let stock_portrait = dir("astronaut-portrait")?.join("astronaut.png");
+    let output = tete_engine::models::convert::OUTPUT;
+    let faces = load_blocking("face models", "blazeface-short-range + facemesh", move || {
+        let cpu = candle_core::Device::Cpu;
+        Ok(crate::training::FaceModels {
+            detector: std::sync::Arc::new(tete_engine::face::BlazeFace::load(&detector_path.join(output), &cpu)?),
+            mesher: std::sync::Arc::new(tete_engine::face::FaceMesh::load(&mesh_path.join(output), &cpu)?),
+        })
+    })
+    .await?;
+    Ok(crate::training::TrainingConfig {
+        faces,
+        replicas_dir: home.join("replicas"),
+        stock_portrait,
+        max_download_bytes: 512 << 20,
+        replica: Default::default(),
+    })
+}
+
 /// Loads the resident Whisper model (fetched by `tete models fetch`).
 async fn load_recogniser(
     manifest: &Manifest,
@@ -357,6 +385,7 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let chat = load_llm(&manifest, &store, &args.llm_model, &devices.candle).await?;
     // The voice runs on the CPU, where engine/tests/tts.rs tests it.
     let voice = load_voice(&manifest, &store, &args.tts_model, &candle_core::Device::Cpu).await?;
+    let training = load_training(&manifest, &store, &home(global)).await?;
     let db = database(global).await?;
     let listener = tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
@@ -394,6 +423,7 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
             speech: Some(crate::api::audio::Recogniser::new(speech)),
             chat: Some(chat),
             voice: Some(voice),
+            training: Some(training),
         }),
         host: host.clone(),
         edge: Some(crate::edge::Edge::new(
@@ -409,6 +439,10 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         )),
     };
     crate::api::replicas::ensure_stock(&api).await?;
+    let training = crate::training::resume(&api).await?;
+    if training > 0 {
+        tracing::info!("training {training} replica(s) in the background");
+    }
     let resumed = host.resume().await?;
     if resumed > 0 {
         tracing::info!("resumed {resumed} active conversation(s)");
@@ -443,7 +477,7 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     println!(
         "tete is serving on {public}  (open {public}/ for status; API at {public}/v2, health at {public}/healthz)"
     );
-    println!("not built yet: the meeting page, WebRTC edge and conversation pipeline — no call can be joined yet");
+    println!("not built yet: the conversation pipeline — a call connects, but the replica does not hear or answer yet");
     crate::http::serve(listener, state, shutdown).await?;
     // Graceful shutdown: end this host's calls, give the deliverer a moment to send their webhooks.
     host.shutdown_all().await;

@@ -206,6 +206,21 @@ impl Host {
         Ok(())
     }
 
+    /// Queues a replica's webhook (training progress, ready, error) to its
+    /// `callback_url`, if it has one.
+    pub async fn emit_replica(
+        &self,
+        row: &crate::db::ReplicaRow,
+        event_type: &str,
+        properties: serde_json::Value,
+    ) -> Result<(), DbError> {
+        let url = row.callback_url.as_deref();
+        let body = envelope("replica_id", &row.id, event_type, url, properties, &rfc3339(now_us()));
+        self.db.record_event(&row.id, false, event_type, &body, url).await?;
+        self.deliverer.wake();
+        Ok(())
+    }
+
     fn unregister(&self, id: &str) {
         let active = {
             let mut running = self.registry();

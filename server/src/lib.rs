@@ -9,4 +9,5 @@ pub mod edge;
 pub mod http;
 pub mod ids;
 pub mod lifecycle;
+pub mod training;
 pub mod webhooks;

@@ -49,6 +49,8 @@ pub struct ApiConfig {
     pub voice: Option<speech::Synthesiser>,
     /// The resident LLM behind `/v1/chat/completions` (503 without one).
     pub chat: Option<chat::ChatModel>,
+    /// Replica training (without it, new replicas stay `started` at 0/100).
+    pub training: Option<crate::training::TrainingConfig>,
 }
 
 /// What the API handlers share.

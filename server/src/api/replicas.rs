@@ -1,7 +1,8 @@
 //! `/v2/replicas`: the face and voice. A replica is made from a training
 //! video or a photo (by URL, a file under the upload root, or a multipart
-//! upload streamed to disk with a size cap). Training itself is the face
-//! stage's work; until it runs, a new replica stays `started` at 0/100.
+//! upload streamed to disk with a size cap). Training runs in the
+//! background (`crate::training`); a host without face models leaves a new
+//! replica `started` at 0/100.
 
 use axum::Router;
 use axum::extract::{Multipart, Path, Request, State};
@@ -112,6 +113,7 @@ async fn insert(api: &Api, req: &CreateReplica, kind: &str, source: &str) -> Res
             stock: false,
         })
         .await?;
+    crate::training::start(api, row.id.clone());
     Ok(axum::Json(json!({"replica_id": row.id, "status": row.status})))
 }
 

@@ -133,6 +133,14 @@ impl Db {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Replicas whose training has not ended, oldest first.
+    pub async fn replicas_in_training(&self) -> Result<Vec<String>, DbError> {
+        let rows = sqlx::query("SELECT id FROM replicas WHERE status = 'started' ORDER BY created_at")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
     pub async fn delete_replica(&self, id: &str) -> Result<bool, DbError> {
         let done = sqlx::query("DELETE FROM replicas WHERE id = $1").bind(id).execute(self.pool()).await?;
         Ok(done.rows_affected() == 1)

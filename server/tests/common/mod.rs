@@ -105,6 +105,7 @@ pub async fn app_with(url: &str, tweak: impl FnOnce(&mut ApiConfig)) -> TestApp 
         speech: None,
         voice: None,
         chat: None,
+        training: None,
     };
     tweak(&mut config);
     let api = Api { config: Arc::new(config), host, edge: None };

@@ -1,0 +1,115 @@
+//! Replica training through the API with the real face models: a photo
+//! becomes a completed replica with its portrait and rig on disk, the
+//! stock replica trains from the astronaut portrait, and photos without a
+//! usable face end in `error` with the reason — each reported to the
+//! replica's `callback_url`. Over SQLite and PostgreSQL.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::{Receiver, app_with, databases, eventually};
+use serde_json::{Value, json};
+use tete_engine::face::{BlazeFace, FaceMesh, Replica};
+use tete_engine::models::{Manifest, Store, convert::OUTPUT, default_home};
+use tete_server::training::{FaceModels, TrainingConfig};
+
+fn model_dir(id: &str) -> std::path::PathBuf {
+    let manifest = Manifest::embedded().unwrap();
+    Store::new(default_home()).model_dir(&manifest.model(id).unwrap().id)
+}
+
+fn training(replicas: &std::path::Path) -> TrainingConfig {
+    let load = |id: &str| model_dir(id).join(OUTPUT);
+    let cpu = candle_core::Device::Cpu;
+    TrainingConfig {
+        faces: FaceModels {
+            detector: Arc::new(BlazeFace::load(&load("blazeface-short-range"), &cpu).expect("run `tete models fetch`")),
+            mesher: Arc::new(FaceMesh::load(&load("facemesh"), &cpu).expect("run `tete models fetch`")),
+        },
+        replicas_dir: replicas.to_path_buf(),
+        stock_portrait: model_dir("astronaut-portrait").join("astronaut.png"),
+        max_download_bytes: 1 << 20,
+        replica: Default::default(),
+    }
+}
+
+async fn finished(t: &common::TestApp, id: &str) -> Value {
+    eventually(Duration::from_secs(60), || async {
+        let (_, r) = t.call("GET", &format!("/v2/replicas/{id}"), None).await;
+        (r["status"] != "started").then_some(r)
+    })
+    .await
+    .unwrap_or_else(|| panic!("replica {id} still training after 60 s"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn photos_train_into_replicas_or_fail_with_their_reason() {
+    for db in databases().await {
+        let replicas = tempfile::tempdir().unwrap();
+        let config = training(replicas.path());
+        let t = app_with(&db.url, |c| c.training = Some(config.clone())).await;
+        let hooks = Receiver::start(0).await;
+        let worker = tokio::spawn(t.api.host.deliverer().clone().run(std::future::pending()));
+        let put = |name: &str, bytes: &[u8]| {
+            let path = t.upload_root.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            format!("file://{}", path.display())
+        };
+        let astronaut = std::fs::read(&config.stock_portrait).unwrap();
+        let mut grey = Vec::new();
+        image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128])))
+            .write_to(&mut std::io::Cursor::new(&mut grey), image::ImageFormat::Png)
+            .unwrap();
+        let cases = [
+            ("face.png", astronaut.clone(), None),
+            ("grey.png", grey, Some("no face was found")),
+            ("broken.png", astronaut[..200].to_vec(), Some("the image could not be read")),
+        ];
+        for (file, bytes, error) in cases {
+            let body = json!({"replica_name": file, "train_image_url": put(file, &bytes), "callback_url": hooks.url});
+            let (s, r) = t.call("POST", "/v2/replicas", Some(body)).await;
+            assert_eq!(s, StatusCode::OK, "{}: {r}", db.label);
+            let id = r["replica_id"].as_str().unwrap().to_string();
+            let done = finished(&t, &id).await;
+            match error {
+                None => {
+                    assert_eq!(
+                        (done["status"].as_str(), done["training_progress"].as_str()),
+                        (Some("completed"), Some("100/100")),
+                        "{done}"
+                    );
+                    let replica = Replica::load(&config.replica_dir(&id)).expect("saved replica");
+                    assert_eq!(replica.size, 512);
+                }
+                Some(reason) => {
+                    assert_eq!(done["status"], "error", "{file}: {done}");
+                    let message = done["error_message"].as_str().unwrap_or_default();
+                    assert!(message.contains(reason), "{file}: {message}");
+                    assert!(!config.replica_dir(&id).exists(), "{file}: nothing saved");
+                }
+            }
+            // Webhooks: progress, then ready or error, signed, for this replica.
+            let want = if error.is_some() { "replica.error" } else { "replica.ready" };
+            let events = eventually(Duration::from_secs(10), || async {
+                let mine: Vec<_> =
+                    hooks.distinct().into_iter().filter(|h| h.body["replica_id"] == id.as_str()).collect();
+                mine.iter().any(|h| h.body["event_type"] == want).then_some(mine)
+            })
+            .await
+            .unwrap_or_else(|| panic!("{file}: no {want} webhook"));
+            assert!(events.iter().all(|h| h.signature_ok));
+            assert!(events.iter().any(|h| h.body["event_type"] == "replica.training_progress"), "{file}");
+            assert_eq!(events.last().unwrap().body["event_type"], want, "{file}: the outcome comes last");
+        }
+
+        // The stock replica trains from the astronaut portrait when a host starts.
+        assert!(tete_server::training::resume(&t.api).await.unwrap() >= 1);
+        let stock = finished(&t, "rstockastronaut").await;
+        assert_eq!(stock["status"], "completed", "{}: {stock}", db.label);
+        assert!(Replica::load(&config.replica_dir("rstockastronaut")).is_ok());
+        worker.abort();
+    }
+}
