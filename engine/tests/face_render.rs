@@ -273,6 +273,86 @@ fn lips_follow_a_viseme_track() {
     let r = pearson(&want, &got);
     println!("mouth opening vs track over {} frames: r = {r:.3}", want.len());
     assert!(r >= 0.8, "lip-sync correlation {r}");
+
+    // Against the sound itself (each viseme's shape over its own interval,
+    // no anticipation or blending), the rendered mouth is best aligned
+    // within one frame.
+    let heard: Vec<f32> = (0..got.len())
+        .map(|i| {
+            let t = i as f64 / fps;
+            let mut start = 0.0;
+            let v = seq.iter().find(|&&(_, d)| {
+                start += d;
+                t < start
+            });
+            v.map_or(0.0, |&(v, _)| viseme_shape(v).0.open)
+        })
+        .collect();
+    let lag = (-3i32..=3)
+        .max_by(|&a, &b| {
+            let at = |lag: i32| {
+                let pairs: (Vec<f32>, Vec<f32>) = (0..got.len() as i32)
+                    .filter_map(|i| {
+                        let j = i + lag;
+                        (0..got.len() as i32).contains(&j).then(|| (heard[i as usize], got[j as usize]))
+                    })
+                    .unzip();
+                pearson(&pairs.0, &pairs.1)
+            };
+            at(a).total_cmp(&at(b))
+        })
+        .unwrap();
+    println!("rendered mouth vs the sound: best alignment at {lag} frame(s)");
+    assert!(lag.abs() <= 1, "lips are {lag} frames off the audio");
+}
+
+#[test]
+fn audio_without_timings_still_moves_the_lips_with_the_speech() {
+    use tete_engine::tts::{Speaker, Voice, VoiceSettings};
+    let voice = Voice::load(&model_dir("piper-en_US-joe-medium"), &Device::Cpu).unwrap_or_else(missing);
+    let mut speaker = Speaker::new(std::sync::Arc::new(voice)).unwrap();
+    let text = "Good morning. I can see you clearly, and I am happy to help with your question.";
+    let chunks: Vec<_> = speaker
+        .say(text, VoiceSettings { expressiveness: 0.0, ..VoiceSettings::default() })
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let audio: Vec<f32> = chunks.iter().flat_map(|c| c.audio.clone()).collect();
+    let events: Vec<VisemeEvent> = chunks.iter().flat_map(|c| c.visemes.clone()).collect();
+    let rate = tete_engine::tts::OUTPUT_RATE;
+    let seconds = audio.len() as f64 / rate as f64;
+
+    let mut timed = tete_engine::face::animate::Performer::new(1);
+    timed.speak_visemes(events);
+    let mut heard = tete_engine::face::animate::Performer::new(1);
+    heard.speak_audio(0.0, &audio, rate);
+    let (mut a, mut b) = (vec![], vec![]);
+    for i in 0..(seconds * 25.0) as usize {
+        let t = i as f64 / 25.0;
+        a.push(timed.pose_at(t).mouth.open);
+        b.push(heard.pose_at(t).mouth.open);
+    }
+    if let Some(dir) = std::env::var_os("TETE_FACE_FRAMES") {
+        let json = serde_json::json!({"timed": a, "heard": b, "audio": audio, "rate": rate});
+        std::fs::write(std::path::Path::new(&dir).join("audio_mouth.json"), json.to_string()).unwrap();
+    }
+    let r = pearson(&a, &b);
+    println!("audio-estimated mouth vs the voice's own visemes over {seconds:.1} s: r = {r:.3}");
+    assert!(r >= 0.4, "audio-driven lips follow the speech poorly: r = {r}");
+    // Where the voice pauses (its visemes rest), the estimate rests too.
+    let (rest, talk): (Vec<usize>, Vec<usize>) = (0..a.len()).partition(|&i| a[i] < 0.02);
+    let mean = |idx: &[usize]| idx.iter().map(|&i| b[i]).sum::<f32>() / idx.len().max(1) as f32;
+    println!(
+        "audio-estimated opening: {:.2} in {} pause frames, {:.2} in {} speech frames",
+        mean(&rest),
+        rest.len(),
+        mean(&talk),
+        talk.len()
+    );
+    assert!(!rest.is_empty() && mean(&rest) < 0.5 * mean(&talk), "the mouth does not rest in pauses");
+    // Barge-in: after an interruption the mouth closes.
+    heard.interrupt(1.0);
+    assert!(heard.pose_at(1.5).mouth.open < 0.05);
 }
 
 #[test]
