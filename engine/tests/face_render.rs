@@ -207,6 +207,51 @@ fn wgpu_frames_match_the_cpu_reference_and_batch_across_sessions() {
     }
 }
 
+/// Stored frames (`fixtures/face_frames/*.png`, the 256-pixel replica's
+/// face) for the poses that matter most. Tolerance: the mean channel
+/// difference under 1 level and no channel off by more than 24 (a landmark
+/// moving by a fraction of a pixel shifts an edge). `TETE_BLESS=1` writes
+/// them anew after a deliberate change; look at them before committing.
+#[test]
+fn frames_match_their_stored_references() {
+    let (detector, mesher) = models();
+    let replica =
+        Replica::from_photo(&detector, &mesher, &astronaut(), &ReplicaConfig { size: 256, ..Default::default() })
+            .unwrap();
+    let rig = Rig::new(&replica);
+    let gpu = Gpu::open(AdapterKind::Any).unwrap_or_else(|e| panic!("no wgpu adapter: {e}"));
+    let renderer = FaceRenderer::new(&gpu);
+    let portrait = renderer.upload(&gpu, &replica);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/face_frames");
+    let bless = std::env::var_os("TETE_BLESS").is_some_and(|v| v == "1");
+    let (x0, y0, side) = (64, 40, 128);
+    for (name, pose) in poses().into_iter().filter(|(n, _)| ["neutral", "open", "closed", "blink"].contains(n)) {
+        let cpu = render_cpu(&replica, &rig, &pose).unwrap();
+        let record = rig.record(&pose);
+        let gpu_frame = renderer.render_rgba(&gpu, &[(&portrait, record.as_slice())]).unwrap().remove(0);
+        let crop = |frame: &[u32]| image::imageops::crop_imm(&to_image(256, frame), x0, y0, side, side).to_image();
+        let path = dir.join(format!("{name}.png"));
+        if bless {
+            std::fs::create_dir_all(&dir).unwrap();
+            crop(&cpu).save(&path).unwrap();
+        }
+        let reference = image::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8();
+        for (path_name, frame) in [("CPU", &cpu), ("wgpu", &gpu_frame)] {
+            let got = crop(frame);
+            let diffs: Vec<i32> =
+                got.as_raw().iter().zip(reference.as_raw()).map(|(a, b)| (*a as i32 - *b as i32).abs()).collect();
+            let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+            let worst = *diffs.iter().max().unwrap();
+            println!("{name} on {path_name}: mean difference {mean:.3}, largest {worst}");
+            assert!(
+                mean < 1.0 && worst <= 24,
+                "{name} on {path_name} differs from {}: mean {mean}, largest {worst}",
+                path.display()
+            );
+        }
+    }
+}
+
 #[test]
 fn rendered_poses_look_like_what_they_are() {
     let (detector, mesher) = models();
