@@ -199,11 +199,7 @@ impl Host {
         event_type: &str,
         properties: serde_json::Value,
     ) -> Result<(), DbError> {
-        let url = row.callback_url.as_deref();
-        let body = envelope("conversation_id", &row.id, event_type, url, properties, &rfc3339(now_us()));
-        self.db.record_event(&row.id, true, event_type, &body, url).await?;
-        self.deliverer.wake();
-        Ok(())
+        self.queue(("conversation_id", &row.id), true, row.callback_url.as_deref(), event_type, properties).await
     }
 
     /// Queues a replica's webhook (training progress, ready, error) to its
@@ -214,9 +210,19 @@ impl Host {
         event_type: &str,
         properties: serde_json::Value,
     ) -> Result<(), DbError> {
-        let url = row.callback_url.as_deref();
-        let body = envelope("replica_id", &row.id, event_type, url, properties, &rfc3339(now_us()));
-        self.db.record_event(&row.id, false, event_type, &body, url).await?;
+        self.queue(("replica_id", &row.id), false, row.callback_url.as_deref(), event_type, properties).await
+    }
+
+    async fn queue(
+        &self,
+        (subject_key, subject): (&str, &str),
+        in_conversation_log: bool,
+        url: Option<&str>,
+        event_type: &str,
+        properties: serde_json::Value,
+    ) -> Result<(), DbError> {
+        let body = envelope(subject_key, subject, event_type, url, properties, &rfc3339(now_us()));
+        self.db.record_event(subject, in_conversation_log, event_type, &body, url).await?;
         self.deliverer.wake();
         Ok(())
     }

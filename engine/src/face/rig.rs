@@ -171,21 +171,19 @@ impl Rig {
             Point { at, d: [dx, vertical * jaw], radius }
         };
         let mut out = Vec::with_capacity(64);
-        for (k, &i) in UPPER_INNER.iter().enumerate().skip(1).take(9) {
-            let u = (k as f32 - 5.0) / 5.0;
-            out.push(lip(i, -0.12 * (1.0 - 0.5 * u * u), 0.16 * w));
-        }
-        for (k, &i) in LOWER_INNER.iter().enumerate().skip(1).take(9) {
-            let u = (k as f32 - 5.0) / 5.0;
-            out.push(lip(i, 1.0 - 0.55 * u * u, 0.16 * w));
-        }
-        for (k, &i) in UPPER_OUTER.iter().enumerate().skip(1).take(9) {
-            let u = (k as f32 - 5.0) / 5.0;
-            out.push(lip(i, -0.08 * (1.0 - 0.5 * u * u), 0.2 * w));
-        }
-        for (k, &i) in LOWER_OUTER.iter().enumerate().skip(1).take(9) {
-            let u = (k as f32 - 5.0) / 5.0;
-            out.push(lip(i, 0.95 - 0.5 * u * u, 0.2 * w));
+        // Each lip line between its corners: how far it follows the jaw at
+        // its middle (a) and how much less at its ends (b), and its reach.
+        let lines: [(&[usize; 11], f32, f32, f32); 4] = [
+            (&UPPER_INNER, -0.12, -0.06, 0.16),
+            (&LOWER_INNER, 1.0, 0.55, 0.16),
+            (&UPPER_OUTER, -0.08, -0.04, 0.2),
+            (&LOWER_OUTER, 0.95, 0.5, 0.2),
+        ];
+        for (line, a, b, reach) in lines {
+            for (k, &i) in line.iter().enumerate().skip(1).take(9) {
+                let u = (k as f32 - 5.0) / 5.0;
+                out.push(lip(i, a - b * u * u, reach * w));
+            }
         }
         for i in [61, 291, 78, 308] {
             out.push(lip(i, 0.35, 0.16 * w));
