@@ -108,12 +108,29 @@ pub fn check(record: &[u32], portrait_len: usize, out_len: usize) -> Result<(u32
 }
 
 /// Renders one frame into `out` (RGBA8, R in the low byte, like `portrait`).
+///
+/// Each row only visits the control points that can reach it (what the
+/// head step moves a row by is bounded first), which skips exactly the
+/// points the full loop would find out of reach, so the sum — and the
+/// output — is unchanged.
 pub fn render(record: &[u32], portrait: &[u32], out: &mut [u32]) -> Result<(), KernelError> {
-    let (width, _) = check(record, portrait.len(), out.len())?;
+    let (width, height) = check(record, portrait.len(), out.len())?;
+    let r = record;
+    // How far the head step can move a pixel vertically: |M₁₀|·|x − cx| +
+    // |M₁₁|·|y − cy| + |t_y|, with the distances bounded by the frame.
+    let span = (width + height) as f32;
+    let margin = (f(r, H_HEAD + 4).abs() + f(r, H_HEAD + 5).abs()) * span + f(r, H_HEAD + 7).abs() + 1.0;
     use rayon::prelude::*;
     out.par_chunks_mut(width as usize).enumerate().for_each(|(y, row)| {
+        let yf = y as f32;
+        let near: Vec<usize> = (0..r[H_POINTS] as usize)
+            .filter(|i| {
+                let at = HEADER + i * POINT_WORDS;
+                (yf - f(r, at + 1)).abs() < f(r, at + 4) + margin
+            })
+            .collect();
         for (x, px) in row.iter_mut().enumerate() {
-            *px = pixel(record, portrait, x as f32, y as f32);
+            *px = pixel(record, portrait, &near, x as f32, yf);
         }
     });
     Ok(())
@@ -152,12 +169,12 @@ fn head(r: &[u32], x: f32, y: f32) -> (f32, f32) {
 }
 
 /// The feature step: the displacement field of the control points.
-fn features(r: &[u32], x: f32, y: f32) -> (f32, f32) {
+fn features(r: &[u32], near: &[usize], x: f32, y: f32) -> (f32, f32) {
     if !inside(rect(r, H_ROI), x, y) {
         return (x, y);
     }
     let (mut sw, mut sx, mut sy) = (0.0f32, 0.0f32, 0.0f32);
-    for i in 0..r[H_POINTS] as usize {
+    for &i in near {
         let at = HEADER + i * POINT_WORDS;
         let (cx, cy, radius) = (f(r, at), f(r, at + 1), f(r, at + 4));
         let (ox, oy) = (x - cx, y - cy);
@@ -316,9 +333,20 @@ fn mouth(r: &[u32], portrait: &[u32], x: f32, y: f32) -> ([f32; 3], f32) {
     (c, alpha)
 }
 
-fn pixel(r: &[u32], portrait: &[u32], x: f32, y: f32) -> u32 {
+fn pixel(r: &[u32], portrait: &[u32], near: &[usize], x: f32, y: f32) -> u32 {
     let (qx, qy) = head(r, x, y);
-    let (sx, sy) = features(r, qx, qy);
+    // Nothing moves here: the bilinear sample at a pixel centre is that
+    // pixel exactly, so copy it (the result is the same as the full path).
+    if qx == x && qy == y && !inside(rect(r, H_ROI), x, y) && !inside(rect(r, H_MOUTH_BOX), x, y) {
+        let in_eye = (0..2).any(|e| {
+            let at = EYES_AT + e * EYE_WORDS;
+            f(r, at) > 0.0 && inside(rect(r, at + 1), x, y)
+        });
+        if !in_eye {
+            return (portrait[y as usize * r[H_WIDTH] as usize + x as usize] & 0x00ff_ffff) | 0xff00_0000;
+        }
+    }
+    let (sx, sy) = features(r, near, qx, qy);
     let sy = sy - lids(r, sx, sy);
     let mut rgb = sample(r, portrait, sx, sy);
     let (inner, alpha) = mouth(r, portrait, qx, qy);
