@@ -30,6 +30,7 @@ pub mod blazeface;
 pub mod facemesh;
 pub mod replica;
 pub mod rig;
+pub mod video;
 
 use std::collections::HashMap;
 use std::path::Path;

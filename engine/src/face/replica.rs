@@ -104,7 +104,7 @@ impl Replica {
 
     /// Crops a head-and-shoulders square around the face and scales it to
     /// the output size, moving the landmarks with it.
-    fn frame(photo: &RgbImage, points: &[[f32; 2]], config: &ReplicaConfig) -> Self {
+    pub(crate) fn frame(photo: &RgbImage, points: &[[f32; 2]], config: &ReplicaConfig) -> Self {
         let top = points[super::rig::FOREHEAD];
         let chin = points[super::rig::CHIN];
         let face_height = ((chin[0] - top[0]).powi(2) + (chin[1] - top[1]).powi(2)).sqrt();

@@ -1,0 +1,368 @@
+//! Replicas from video: MP4 files made here (the astronaut replica
+//! rendered with idle motion and some talking, encoded with openh264 and
+//! muxed with the `mp4` crate) go through `VideoReplica::from_mp4` with the
+//! real BlazeFace and FaceMesh. A good video gives a portrait with one
+//! closed-mouthed face from its still half; short, moving, faceless and
+//! unreadable videos are refused with the matching error.
+
+mod common;
+
+use std::io::Cursor;
+use std::time::Instant;
+
+use candle_core::Device;
+use common::{missing, model_dir, model_path};
+use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, Profile};
+use openh264::formats::{RgbSliceU8, YUVBuffer};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use tete_engine::face::animate::Idle;
+use tete_engine::face::video::{VideoReplica, VideoReplicaConfig};
+use tete_engine::face::{BlazeFace, FaceMesh, MouthShape, Replica, ReplicaConfig, ReplicaError, Rig, render_cpu};
+
+const SIZE: usize = 256;
+const FPS: u32 = 25;
+
+fn models() -> (BlazeFace, FaceMesh) {
+    (
+        BlazeFace::load(&model_path("blazeface-short-range"), &Device::Cpu).unwrap_or_else(missing),
+        FaceMesh::load(&model_path("facemesh"), &Device::Cpu).unwrap_or_else(missing),
+    )
+}
+
+/// The astronaut framed at the video's size.
+fn astronaut(detector: &BlazeFace, mesher: &FaceMesh) -> Replica {
+    let path = model_dir("astronaut-portrait").join("astronaut.png");
+    let photo = image::open(&path).unwrap_or_else(|e| missing(format!("{}: {e}", path.display()))).to_rgb8();
+    let config = ReplicaConfig { size: SIZE as u32, ..ReplicaConfig::default() };
+    Replica::from_photo(detector, mesher, &photo, &config).expect("astronaut replica")
+}
+
+/// `seconds` of the replica at [`FPS`]: idle life with the mouth closed
+/// for the first two seconds, then talking (the jaw opening 3.3 times a
+/// second, out of step with the 5 frames a second measured); each frame moved sideways by `shift(t)` pixels.
+fn render(replica: &Replica, seconds: f32, shift: impl Fn(f64) -> f64) -> Vec<Vec<u8>> {
+    let rig = Rig::new(replica);
+    let mut idle = Idle::new(7);
+    (0..(seconds * FPS as f32).round() as usize)
+        .map(|i| {
+            let t = i as f64 / f64::from(FPS);
+            let mut pose = idle.pose_at(t, 1.0);
+            if t >= 2.0 {
+                let open = 0.9 * (0.5 - 0.5 * (std::f64::consts::TAU * 3.3 * (t - 2.0)).cos()) as f32;
+                pose.mouth = MouthShape { open, wide: 0.2, round: 0.0 };
+            }
+            let rgba = render_cpu(replica, &rig, &pose).expect("render");
+            let dx = shift(t).round() as isize;
+            let mut rgb = Vec::with_capacity(SIZE * SIZE * 3);
+            for y in 0..SIZE {
+                for x in 0..SIZE {
+                    let from = (x as isize - dx).clamp(0, SIZE as isize - 1) as usize;
+                    rgb.extend_from_slice(&rgba[y * SIZE + from].to_le_bytes()[..3]);
+                }
+            }
+            rgb
+        })
+        .collect()
+}
+
+/// RGB frames encoded as H.264 (constrained baseline) and muxed into an
+/// MP4 with SPS and PPS in `avcC` and length-prefixed samples.
+fn mp4(frames: &[Vec<u8>]) -> Vec<u8> {
+    let config = EncoderConfig::new()
+        .bitrate(BitRate::from_bps(1_500_000))
+        .max_frame_rate(FrameRate::from_hz(FPS as f32))
+        .skip_frames(false)
+        .profile(Profile::Baseline)
+        .num_threads(1);
+    let mut encoder = Encoder::with_api_config(openh264::OpenH264API::from_source(), config).unwrap();
+    let (mut sps, mut pps) = (Vec::new(), Vec::new());
+    let mut samples = Vec::new();
+    for rgb in frames {
+        let yuv = YUVBuffer::from_rgb8_source(RgbSliceU8::new(rgb, (SIZE, SIZE)));
+        let stream = encoder.encode(&yuv).unwrap().to_vec();
+        let (mut sample, mut sync) = (Vec::new(), false);
+        for nal in annex_b_units(&stream) {
+            match nal[0] & 0x1f {
+                7 => sps = nal.to_vec(),
+                8 => pps = nal.to_vec(),
+                kind => {
+                    sync |= kind == 5;
+                    sample.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+                    sample.extend_from_slice(nal);
+                }
+            }
+        }
+        assert!(!sample.is_empty(), "the encoder skipped a frame");
+        samples.push((sample, sync));
+    }
+    let avc = mp4::AvcConfig { width: SIZE as u16, height: SIZE as u16, seq_param_set: sps, pic_param_set: pps };
+    let track = mp4::TrackConfig {
+        track_type: mp4::TrackType::Video,
+        timescale: 12_800,
+        language: "und".into(),
+        media_conf: mp4::MediaConfig::AvcConfig(avc),
+    };
+    mux(&track, samples)
+}
+
+/// An MP4 with one track of the given samples, each 1 / [`FPS`] long.
+fn mux(track: &mp4::TrackConfig, samples: Vec<(Vec<u8>, bool)>) -> Vec<u8> {
+    let brand = |s: &str| s.parse::<mp4::FourCC>().unwrap();
+    let config = mp4::Mp4Config {
+        major_brand: brand("isom"),
+        minor_version: 512,
+        compatible_brands: vec![brand("isom"), brand("iso2"), brand("avc1"), brand("mp41")],
+        timescale: 1000,
+    };
+    let mut writer = mp4::Mp4Writer::write_start(Cursor::new(Vec::new()), &config).unwrap();
+    writer.add_track(track).unwrap();
+    let delta = track.timescale / FPS;
+    for (i, (bytes, is_sync)) in samples.into_iter().enumerate() {
+        let sample = mp4::Mp4Sample {
+            start_time: i as u64 * u64::from(delta),
+            duration: delta,
+            rendering_offset: 0,
+            is_sync,
+            bytes: bytes.into(),
+        };
+        writer.write_sample(1, &sample).unwrap();
+    }
+    writer.write_end().unwrap();
+    writer.into_writer().into_inner()
+}
+
+/// The NAL units of an Annex-B stream, without their start codes.
+fn annex_b_units(stream: &[u8]) -> Vec<&[u8]> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= stream.len() {
+        if stream[i..i + 3] == [0, 0, 1] {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut units = Vec::new();
+    for (k, &start) in starts.iter().enumerate() {
+        let mut end = starts.get(k + 1).map_or(stream.len(), |&next| next - 3);
+        while end > start && stream[end - 1] == 0 {
+            end -= 1;
+        }
+        units.push(&stream[start..end]);
+    }
+    units
+}
+
+fn grey(seconds: f32) -> Vec<Vec<u8>> {
+    vec![vec![128u8; SIZE * SIZE * 3]; (seconds * FPS as f32).round() as usize]
+}
+
+fn build(detector: &BlazeFace, mesher: &FaceMesh, file: &[u8]) -> Result<VideoReplica, ReplicaError> {
+    VideoReplica::from_mp4(detector, mesher, file, &VideoReplicaConfig::default(), |_, _| {})
+}
+
+#[test]
+fn a_still_then_talking_video_gives_a_portrait_from_its_still_part() {
+    let (detector, mesher) = models();
+    let replica = astronaut(&detector, &mesher);
+    let started = Instant::now();
+    let file = mp4(&render(&replica, 4.0, |_| 0.0));
+    let made = started.elapsed();
+
+    let started = Instant::now();
+    let mut calls = Vec::new();
+    let config = VideoReplicaConfig::default();
+    let video = VideoReplica::from_mp4(&detector, &mesher, &file, &config, |done, total| calls.push((done, total)))
+        .expect("a good video");
+    eprintln!(
+        "{} kB MP4 made in {made:.2?}; {} frames measured in {:.2?}; still {:?} s, portrait at {} s, motion {:.3}",
+        file.len() / 1000,
+        video.frames.len(),
+        started.elapsed(),
+        video.still_segment,
+        video.portrait_time,
+        video.motion,
+    );
+
+    // 4 s at 5 frames a second, each showing the face.
+    assert_eq!(video.frames.len(), 20);
+    assert!(video.frames.iter().all(|f| f.face.is_some()), "a face in every frame");
+    let total = video.frames.len();
+    assert_eq!(calls.first(), Some(&(0, total)));
+    assert_eq!(calls.last(), Some(&(total, total)));
+    assert!(calls.windows(2).all(|w| w[1].0 == w[0].0 + 1), "progress counts up by one: {calls:?}");
+
+    // The talking half opens the mouth; the still segment is in the first.
+    let mouth = |from: f32, to: f32| {
+        video.frames.iter().filter(|f| f.time >= from && f.time < to).map(|f| f.face.unwrap().mouth).fold(0.0, f32::max)
+    };
+    // (The astronaut's lips are parted at rest: a gap of about 0.07.)
+    let (talking, still) = (mouth(2.0, 4.0), mouth(0.0, 2.0));
+    assert!(talking > still + 0.02, "talking {talking} vs still {still}");
+    let (start, end) = video.still_segment;
+    assert!(start < end && end <= 2.05 && (end - start - 1.0).abs() < 0.01, "still segment {start}–{end} s");
+    assert!((start..end).contains(&video.portrait_time));
+    assert!(video.motion < 0.05, "idle motion {}", video.motion);
+
+    // The portrait is framed like a photo replica and shows one face.
+    let portrait = &video.replica;
+    assert_eq!(portrait.size, 512);
+    assert_eq!(portrait.landmarks.len(), 468);
+    let faces = detector.detect(&portrait.portrait_image()).unwrap();
+    assert_eq!(faces.len(), 1, "one face in the portrait");
+    let l = &portrait.landmarks;
+    let h = ((l[10][0] - l[152][0]).powi(2) + (l[10][1] - l[152][1]).powi(2)).sqrt();
+    assert!((h / 512.0 - 0.42).abs() < 0.03, "face height {h} px");
+}
+
+/// Phones store portrait video as landscape frames and a display matrix
+/// that turns them: frames turned a quarter counter-clockwise, with a
+/// `tkhd` matrix turning them back, give an upright portrait.
+#[test]
+fn a_turned_video_is_set_upright_by_its_display_matrix() {
+    let (detector, mesher) = models();
+    let replica = astronaut(&detector, &mesher);
+    let frames: Vec<Vec<u8>> = render(&replica, 3.2, |_| 0.0)
+        .into_iter()
+        .map(|rgb| {
+            let image = image::RgbImage::from_raw(SIZE as u32, SIZE as u32, rgb).unwrap();
+            image::imageops::rotate270(&image).into_raw()
+        })
+        .collect();
+    let mut file = mp4(&frames);
+    // tkhd: size, type, version and flags, then (version 0) five 32-bit
+    // fields, 8 reserved bytes, four 16-bit fields, and the 3×3 matrix
+    // a b u / c d v / x y w; a quarter turn clockwise is (0, 1, -1, 0).
+    let tkhd = file.windows(4).position(|w| w == b"tkhd").expect("a tkhd box") - 4;
+    assert_eq!(file[tkhd + 8], 0, "a version 0 tkhd");
+    let matrix = tkhd + 48;
+    for (i, value) in [(0, 0i32), (1, 0x1_0000), (3, -0x1_0000), (4, 0)] {
+        file[matrix + 4 * i..matrix + 4 * i + 4].copy_from_slice(&value.to_be_bytes());
+    }
+    let config = VideoReplicaConfig { sample_fps: 2.5, ..VideoReplicaConfig::default() };
+    let video = VideoReplica::from_mp4(&detector, &mesher, &file, &config, |_, _| {}).expect("a turned video");
+    let l = &video.replica.landmarks;
+    assert!(l[10][1] + 100.0 < l[152][1], "forehead {:?} above chin {:?}", l[10], l[152]);
+    assert!((l[10][0] - l[152][0]).abs() < 40.0, "forehead {:?} over chin {:?}", l[10], l[152]);
+}
+
+#[test]
+fn a_one_second_video_is_too_short() {
+    let (detector, mesher) = models();
+    let replica = astronaut(&detector, &mesher);
+    let file = mp4(&render(&replica, 1.0, |_| 0.0));
+    match build(&detector, &mesher, &file) {
+        Err(ReplicaError::TooShort { seconds, min }) => assert!((seconds - 1.0).abs() < 0.05 && min == 3.0),
+        other => panic!("expected TooShort, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_swinging_head_is_too_much_motion() {
+    let (detector, mesher) = models();
+    let replica = astronaut(&detector, &mesher);
+    // The whole picture swings ±0.3 face widths (the detector's box on
+    // the astronaut is about 0.8 of the face height) once every two seconds.
+    let width = 0.8 * 0.42 * SIZE as f64;
+    let file = mp4(&render(&replica, 4.0, |t| 0.3 * width * (std::f64::consts::PI * t).sin()));
+    match build(&detector, &mesher, &file) {
+        Err(ReplicaError::TooMuchMotion { motion }) => {
+            eprintln!("swinging head: motion {motion:.3} face widths");
+            assert!(motion > 0.2, "motion {motion}");
+        }
+        other => panic!("expected TooMuchMotion, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_grey_video_has_no_face() {
+    let (detector, mesher) = models();
+    let file = mp4(&grey(4.0));
+    assert!(matches!(build(&detector, &mesher, &file), Err(ReplicaError::NoFace)));
+}
+
+/// An MP4 with one track of junk samples of another kind.
+fn other_track(track_type: mp4::TrackType, media_conf: mp4::MediaConfig) -> Vec<u8> {
+    let track = mp4::TrackConfig { track_type, timescale: 12_800, language: "und".into(), media_conf };
+    mux(&track, (0..100).map(|i| (vec![i as u8; 200], true)).collect())
+}
+
+#[test]
+fn unreadable_files_are_video_errors() {
+    let (detector, mesher) = models();
+    let good = mp4(&grey(3.5));
+    let mut rng = StdRng::seed_from_u64(11);
+    let garbage: Vec<u8> = (0..50_000).map(|_| rng.random()).collect();
+    let audio = other_track(mp4::TrackType::Audio, mp4::MediaConfig::AacConfig(mp4::AacConfig::default()));
+    let hevc = other_track(
+        mp4::TrackType::Video,
+        mp4::MediaConfig::HevcConfig(mp4::HevcConfig { width: SIZE as u16, height: SIZE as u16 }),
+    );
+    let cases: [(&str, &[u8], &str); 6] = [
+        ("empty", &[], "moov"),
+        ("garbage", &garbage, "MP4"),
+        ("first half", &good[..good.len() / 2], "MP4"),
+        ("all but the last byte", &good[..good.len() - 1], "cut short"),
+        ("audio only", &audio, "no video track"),
+        ("HEVC", &hevc, "H.264"),
+    ];
+    for (name, file, says) in cases {
+        match build(&detector, &mesher, file) {
+            Err(ReplicaError::Video(reason)) => {
+                eprintln!("{name}: {reason}");
+                assert!(reason.contains(says), "{name}: {reason}");
+            }
+            other => panic!("{name}: expected a video error, got {other:?}"),
+        }
+    }
+}
+
+/// Damaged files give errors, never a panic: bytes of the `moov` box
+/// overwritten at random (seeded), and the file cut at many lengths, with
+/// the minimum length set out of reach so that a file that still parses
+/// stops at `TooShort` before any frame is measured; then bytes of the
+/// frames themselves overwritten.
+#[test]
+fn damaged_files_never_panic() {
+    let (detector, mesher) = models();
+    let good = mp4(&grey(3.5));
+    let config = VideoReplicaConfig { min_seconds: 1e6, ..VideoReplicaConfig::default() };
+    let run = |file: &[u8]| match VideoReplica::from_mp4(&detector, &mesher, file, &config, |_, _| {}) {
+        Err(ReplicaError::Video(_)) => false,
+        Err(ReplicaError::TooShort { .. }) => true,
+        other => panic!("expected a video error or TooShort, got {other:?}"),
+    };
+    assert!(run(&good), "the undamaged file parses");
+    let moov = good.windows(4).position(|w| w == b"moov").expect("a moov box") - 4;
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut parsed = 0;
+    for _ in 0..500 {
+        let mut file = good.clone();
+        for _ in 0..rng.random_range(1..4) {
+            let at = rng.random_range(moov..file.len());
+            file[at] = rng.random();
+        }
+        parsed += run(&file) as usize;
+    }
+    for cut in (0..good.len()).step_by(good.len() / 97 + 1) {
+        parsed += run(&good[..cut]) as usize;
+    }
+    eprintln!("{parsed} of the damaged files still parsed");
+
+    // Damaged frames go to the decoder: it conceals or drops them, and the
+    // grey video still has no face.
+    let config = VideoReplicaConfig { sample_fps: 2.5, ..VideoReplicaConfig::default() };
+    let mdat = good.windows(4).position(|w| w == b"mdat").expect("an mdat box") + 4;
+    for round in 0..6 {
+        let mut file = good.clone();
+        for _ in 0..20 {
+            let at = rng.random_range(mdat..moov);
+            file[at] = rng.random();
+        }
+        match VideoReplica::from_mp4(&detector, &mesher, &file, &config, |_, _| {}) {
+            Err(ReplicaError::NoFace | ReplicaError::Video(_)) => {}
+            other => panic!("damaged frames, round {round}: expected NoFace or a video error, got {other:?}"),
+        }
+    }
+}
