@@ -1,6 +1,6 @@
-//! Replica training in the background: fetch the photo (or video), find
-//! and mesh the face, frame the portrait and save it with its rig under
-//! the replicas folder. Progress goes to the replica's row
+//! Replica training in the background: fetch the photo or the video (MP4,
+//! H.264), find and mesh the face, frame the portrait and save it with its
+//! rig under the replicas folder. Progress goes to the replica's row
 //! (`training_progress` "N/100") and to its `callback_url` as
 //! `replica.training_progress`, then `replica.ready` or `replica.error`.
 //! The work runs on blocking threads, so the server never waits for it;
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::json;
+use tete_engine::face::video::{VideoReplica, VideoReplicaConfig};
 use tete_engine::face::{BlazeFace, FaceMesh, Replica, ReplicaConfig, ReplicaError};
 
 use crate::api::Api;
@@ -103,9 +104,21 @@ async fn train(api: &Api, id: &str) -> Result<(), crate::db::DbError> {
         progress(api, &row, 30).await.map_err(|e| TrainError::Task(e.to_string()))?;
         let kind = row.source_kind.clone();
         let dir = config.replica_dir(&row.id);
-        tokio::task::spawn_blocking(move || build(&config, &kind, &bytes, &dir))
-            .await
-            .map_err(|e| TrainError::Task(e.to_string()))?
+        // Progress of the face work, 30–95, as the blocking side reports it.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        let work = tokio::task::spawn_blocking(move || {
+            build(&config, &kind, &bytes, &dir, &mut |done, total| {
+                let _ = tx.send(30 + (65 * done / total.max(1)) as u32);
+            })
+        });
+        let mut reported = 30;
+        while let Some(p) = rx.recv().await {
+            if p >= reported + 10 {
+                reported = p;
+                progress(api, &row, p).await.map_err(|e| TrainError::Task(e.to_string()))?;
+            }
+        }
+        work.await.map_err(|e| TrainError::Task(e.to_string()))?
     }
     .await;
     // The replica may have been deleted meanwhile: then there is nothing to report.
@@ -170,15 +183,27 @@ async fn download(api: &Api, config: &TrainingConfig, url: &str) -> Result<Vec<u
     Ok(bytes)
 }
 
-/// Builds and saves the replica (blocking: runs the face models).
-fn build(config: &TrainingConfig, kind: &str, bytes: &[u8], dir: &Path) -> Result<(), TrainError> {
-    match kind {
+/// Builds and saves the replica (blocking: runs the face models),
+/// reporting (done, total) steps of the video's frames.
+fn build(
+    config: &TrainingConfig,
+    kind: &str,
+    bytes: &[u8],
+    dir: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(), TrainError> {
+    let (detector, mesher) = (&config.faces.detector, &config.faces.mesher);
+    let replica = match kind {
         "image" => {
             let photo = tete_engine::face::replica::decode_photo(bytes)?;
-            let replica = Replica::from_photo(&config.faces.detector, &config.faces.mesher, &photo, &config.replica)?;
-            replica.save(dir)?;
-            Ok(())
+            Replica::from_photo(detector, mesher, &photo, &config.replica)?
         }
-        other => Err(TrainError::Unsupported(other.to_string())),
-    }
+        "video" => {
+            let video = VideoReplicaConfig { replica: config.replica, ..Default::default() };
+            VideoReplica::from_mp4(detector, mesher, bytes, &video, |done, total| progress(done, total))?.replica
+        }
+        other => return Err(TrainError::Unsupported(other.to_string())),
+    };
+    replica.save(dir)?;
+    Ok(())
 }

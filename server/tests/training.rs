@@ -1,7 +1,7 @@
 //! Replica training through the API with the real face models: a photo
 //! becomes a completed replica with its portrait and rig on disk, the
 //! stock replica trains from the astronaut portrait, and photos without a
-//! usable face end in `error` with the reason — each reported to the
+//! usable face and unreadable videos end in `error` with the reason — each reported to the
 //! replica's `callback_url`. Over SQLite and PostgreSQL.
 
 mod common;
@@ -63,13 +63,19 @@ async fn photos_train_into_replicas_or_fail_with_their_reason() {
         image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128])))
             .write_to(&mut std::io::Cursor::new(&mut grey), image::ImageFormat::Png)
             .unwrap();
+        // An MP4 header with nothing behind it.
+        let mut broken_video = vec![0, 0, 0, 24];
+        broken_video.extend_from_slice(b"ftypisom\0\0\x02\0isomiso2");
+        broken_video.extend_from_slice(&[0x5a; 300]);
         let cases = [
             ("face.png", astronaut.clone(), None),
             ("grey.png", grey, Some("no face was found")),
             ("broken.png", astronaut[..200].to_vec(), Some("the image could not be read")),
+            ("broken.mp4", broken_video, Some("the video could not be read")),
         ];
         for (file, bytes, error) in cases {
-            let body = json!({"replica_name": file, "train_image_url": put(file, &bytes), "callback_url": hooks.url});
+            let field = if file.ends_with(".mp4") { "train_video_url" } else { "train_image_url" };
+            let body = json!({"replica_name": file, field: put(file, &bytes), "callback_url": hooks.url});
             let (s, r) = t.call("POST", "/v2/replicas", Some(body)).await;
             assert_eq!(s, StatusCode::OK, "{}: {r}", db.label);
             let id = r["replica_id"].as_str().unwrap().to_string();
