@@ -229,7 +229,8 @@ fn mouth(p: vec2<f32>) -> vec4<f32> {
     let ty = (p.y - f(H_TONGUE + 1u)) / f(H_TONGUE + 3u);
     let tongue = tx * tx + ty * ty;
     if (tongue < 1.0) {
-        c = TONGUE * (0.75 + 0.25 * (1.0 - tongue));
+        let rim = min((1.0 - tongue) * 4.0, 1.0);
+        c = c + (TONGUE * (0.75 + 0.25 * (1.0 - tongue)) - c) * rim;
     }
     let teeth_h = f(H_TEETH_HEIGHT);
     let teeth_x = abs(p.x - f(H_TEETH_X)) / f(H_TEETH_X + 1u);

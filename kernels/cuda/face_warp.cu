@@ -196,7 +196,8 @@ extern "C" __global__ void face_warp(const unsigned int* r, const unsigned int* 
             float ty = (qy - fr(r, H_TONGUE + 1)) / fr(r, H_TONGUE + 3);
             float tongue = tx * tx + ty * ty;
             if (tongue < 1.0f) {
-                for (int ch = 0; ch < 3; ++ch) c[ch] = TONGUE[ch] * (0.75f + 0.25f * (1.0f - tongue));
+                float rim = fminf((1.0f - tongue) * 4.0f, 1.0f);
+                for (int ch = 0; ch < 3; ++ch) c[ch] += (TONGUE[ch] * (0.75f + 0.25f * (1.0f - tongue)) - c[ch]) * rim;
             }
             float teeth_h = fr(r, H_TEETH_HEIGHT);
             float teeth_x = fabsf(qx - fr(r, H_TEETH_X)) / fr(r, H_TEETH_X + 1);

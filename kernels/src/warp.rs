@@ -306,9 +306,11 @@ fn mouth(r: &[u32], portrait: &[u32], x: f32, y: f32) -> ([f32; 3], f32) {
     let (tx, ty) = ((x - f(r, H_TONGUE)) / f(r, H_TONGUE + 2), (y - f(r, H_TONGUE + 1)) / f(r, H_TONGUE + 3));
     let tongue = tx * tx + ty * ty;
     if tongue < 1.0 {
+        // Shaded towards its middle, its rim blended into the cavity.
         let shade = 0.75 + 0.25 * (1.0 - tongue);
+        let rim = ((1.0 - tongue) * 4.0).min(1.0);
         for ch in 0..3 {
-            c[ch] = TONGUE[ch] * shade;
+            c[ch] += (TONGUE[ch] * shade - c[ch]) * rim;
         }
     }
     let teeth_h = f(r, H_TEETH_HEIGHT);

@@ -167,16 +167,18 @@ impl Rig {
         let lip = |i: usize, vertical: f32, radius: f32| {
             let at = self.points[i];
             let u = ((at[0] - cx) / (w / 2.0)).clamp(-1.0, 1.0);
-            let dx = u * wide * 0.1 * w - round * 0.22 * (at[0] - cx);
+            let dx = u * wide * 0.1 * w - round * 0.35 * (at[0] - cx);
             Point { at, d: [dx, vertical * jaw], radius }
         };
         let mut out = Vec::with_capacity(64);
         // Each lip line between its corners: how far it follows the jaw at
         // its middle (a) and how much less at its ends (b), and its reach.
+        // The upper lip's inner edge stays on the upper teeth: raising it
+        // would open a strip the portrait has no teeth for.
         let lines: [(&[usize; 11], f32, f32, f32); 4] = [
-            (&UPPER_INNER, -0.12, -0.06, 0.16),
+            (&UPPER_INNER, 0.0, 0.0, 0.16),
             (&LOWER_INNER, 1.0, 0.55, 0.16),
-            (&UPPER_OUTER, -0.08, -0.04, 0.2),
+            (&UPPER_OUTER, -0.03, -0.015, 0.2),
             (&LOWER_OUTER, 0.95, 0.5, 0.2),
         ];
         for (line, a, b, reach) in lines {
