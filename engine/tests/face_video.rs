@@ -15,9 +15,9 @@ use common::{missing, model_dir, model_path};
 use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, Profile};
 use openh264::formats::{RgbSliceU8, YUVBuffer};
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use tete_engine::face::animate::Idle;
+use tete_engine::face::animate::{Idle, idle_frame};
 use tete_engine::face::video::{VideoReplica, VideoReplicaConfig};
-use tete_engine::face::{BlazeFace, FaceMesh, MouthShape, Replica, ReplicaConfig, ReplicaError, Rig, render_cpu};
+use tete_engine::face::{BlazeFace, FaceMesh, MouthShape, Pose, Replica, ReplicaConfig, ReplicaError, Rig, render_cpu};
 
 const SIZE: usize = 256;
 const FPS: u32 = 25;
@@ -214,6 +214,34 @@ fn a_still_then_talking_video_gives_a_portrait_from_its_still_part() {
     let l = &portrait.landmarks;
     let h = ((l[10][0] - l[152][0]).powi(2) + (l[10][1] - l[152][1]).powi(2)).sqrt();
     assert!((h / 512.0 - 0.42).abs() < 0.03, "face height {h} px");
+
+    // The still second's frames, 25 a second, are the idle loop: framed
+    // once (the nose moves only as much as the head did, a few pixels),
+    // and not all the same picture.
+    let idle = &portrait.idle;
+    assert!((20..=26).contains(&idle.len()), "{} idle frames", idle.len());
+    assert!(idle.iter().all(|f| f.size == 512 && f.landmarks.len() == 468 && f.idle.is_empty()));
+    let noses: Vec<[f32; 2]> = idle.iter().map(|f| f.landmarks[1]).collect();
+    let spread = noses.iter().map(|n| (n[0] - noses[0][0]).abs().max((n[1] - noses[0][1]).abs())).fold(0.0, f32::max);
+    assert!(spread < 12.0, "the loop's framing moves the nose by {spread} px");
+    assert!(idle.windows(2).any(|w| w[0].portrait != w[1].portrait), "the idle frames move");
+    let dir = tempfile::tempdir().unwrap();
+    portrait.save(dir.path()).unwrap();
+    let back = Replica::load(dir.path()).unwrap();
+    assert_eq!(back.idle.len(), idle.len());
+    assert_eq!(back.idle[3].portrait, idle[3].portrait);
+    assert_eq!(back.idle[3].landmarks, idle[3].landmarks);
+
+    // Played forwards then backwards, and each frame animates like a portrait.
+    let n = idle.len();
+    let order: Vec<usize> = (0..2 * n).map(|i| idle_frame(i as f64 / 25.0, 25.0, n)).collect();
+    assert!(order.windows(2).all(|w| w[0].abs_diff(w[1]) <= 1), "no jump in the loop: {order:?}");
+    assert_eq!((order[0], order[n - 1], order[2 * (n - 1)]), (0, n - 1, 0));
+    let frame = &idle[n / 2];
+    let open = Pose { mouth: MouthShape { open: 1.0, ..Default::default() }, ..Pose::default() };
+    let rendered = render_cpu(frame, &Rig::new(frame), &open).unwrap();
+    let changed = rendered.iter().zip(&frame.portrait).filter(|(a, b)| a != b).count();
+    assert!(changed > 2000, "an open mouth changes {changed} pixels of an idle frame");
 }
 
 /// Phones store portrait video as landscape frames and a display matrix

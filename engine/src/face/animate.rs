@@ -349,3 +349,16 @@ impl Performer {
         Pose { mouth, ..self.idle.pose_at(t, liveliness) }
     }
 }
+
+/// Which frame of a replica's idle loop (`frames` frames recorded at
+/// `fps`) to show at `t`: forwards, then backwards, so the loop never
+/// jumps at its seam.
+pub fn idle_frame(t: f64, fps: f64, frames: usize) -> usize {
+    if frames < 2 {
+        return 0;
+    }
+    let period = 2 * (frames - 1);
+    // A frame time computed as i / fps must land on frame i, not just below it.
+    let k = (t.max(0.0) * fps + 1e-6).floor() as usize % period;
+    if k < frames { k } else { period - k }
+}

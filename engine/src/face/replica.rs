@@ -62,12 +62,63 @@ pub struct Replica {
     pub portrait: Vec<u32>,
     /// The 468 FaceMesh landmarks in portrait pixels.
     pub landmarks: Vec<[f32; 2]>,
+    /// The idle loop from a video: consecutive frames of the person still
+    /// and listening, framed exactly as the portrait, each with its own
+    /// landmarks (and no loop of its own). Empty for a photo.
+    pub idle: Vec<Replica>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct RigFile {
     size: u32,
     landmarks: Vec<[f32; 2]>,
+    /// Landmarks of each idle-loop frame (`idle/NNN.png`).
+    #[serde(default)]
+    idle: Vec<Vec<[f32; 2]>>,
+}
+
+/// Where a head-and-shoulders square lies in a source picture: fixed from
+/// one frame and reused for the others, so a loop never jitters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Framing {
+    x0: f32,
+    y0: f32,
+    side: u32,
+    size: u32,
+}
+
+impl Framing {
+    /// The square around the face `points` show in a `width`×`height`
+    /// picture: forehead to chin at the configured share, the face a
+    /// little above the middle to leave room for shoulders.
+    pub(crate) fn around(points: &[[f32; 2]], width: u32, height: u32, config: &ReplicaConfig) -> Self {
+        let top = points[super::rig::FOREHEAD];
+        let chin = points[super::rig::CHIN];
+        let face_height = ((chin[0] - top[0]).powi(2) + (chin[1] - top[1]).powi(2)).sqrt();
+        let (w, h) = (width as f32, height as f32);
+        let side = (face_height / config.face_fraction).min(w).min(h).max(8.0);
+        let centre_x = (top[0] + chin[0]) / 2.0;
+        let centre_y = (top[1] + chin[1]) / 2.0 + 0.1 * side;
+        Self {
+            x0: (centre_x - side / 2.0).clamp(0.0, w - side).round(),
+            y0: (centre_y - side / 2.0).clamp(0.0, h - side).round(),
+            side: (side.round() as u32).min(width).min(height),
+            size: config.size,
+        }
+    }
+
+    /// Crops and scales a picture and moves its landmarks with it.
+    pub(crate) fn apply(&self, photo: &RgbImage, points: &[[f32; 2]]) -> Replica {
+        let crop = imageops::crop_imm(photo, self.x0 as u32, self.y0 as u32, self.side, self.side).to_image();
+        let scaled = imageops::resize(&crop, self.size, self.size, FilterType::CatmullRom);
+        let scale = self.size as f32 / self.side as f32;
+        Replica {
+            size: self.size,
+            portrait: scaled.pixels().map(|p| u32::from_le_bytes([p[0], p[1], p[2], 255])).collect(),
+            landmarks: points.iter().map(|&[x, y]| [(x - self.x0) * scale, (y - self.y0) * scale]).collect(),
+            idle: Vec::new(),
+        }
+    }
 }
 
 impl Replica {
@@ -105,25 +156,7 @@ impl Replica {
     /// Crops a head-and-shoulders square around the face and scales it to
     /// the output size, moving the landmarks with it.
     pub(crate) fn frame(photo: &RgbImage, points: &[[f32; 2]], config: &ReplicaConfig) -> Self {
-        let top = points[super::rig::FOREHEAD];
-        let chin = points[super::rig::CHIN];
-        let face_height = ((chin[0] - top[0]).powi(2) + (chin[1] - top[1]).powi(2)).sqrt();
-        let (w, h) = (photo.width() as f32, photo.height() as f32);
-        let side = (face_height / config.face_fraction).min(w).min(h).max(8.0);
-        let centre_x = (top[0] + chin[0]) / 2.0;
-        // The face sits a little above the middle, leaving room for shoulders.
-        let centre_y = (top[1] + chin[1]) / 2.0 + 0.1 * side;
-        let x0 = (centre_x - side / 2.0).clamp(0.0, w - side).round();
-        let y0 = (centre_y - side / 2.0).clamp(0.0, h - side).round();
-        let side_px = side.round() as u32;
-        let crop = imageops::crop_imm(photo, x0 as u32, y0 as u32, side_px, side_px).to_image();
-        let scaled = imageops::resize(&crop, config.size, config.size, FilterType::CatmullRom);
-        let scale = config.size as f32 / side_px as f32;
-        Self {
-            size: config.size,
-            portrait: scaled.pixels().map(|p| u32::from_le_bytes([p[0], p[1], p[2], 255])).collect(),
-            landmarks: points.iter().map(|&[x, y]| [(x - x0) * scale, (y - y0) * scale]).collect(),
-        }
+        Framing::around(points, photo.width(), photo.height(), config).apply(photo, points)
     }
 
     /// The portrait as an image (for saving and inspection).
@@ -132,12 +165,19 @@ impl Replica {
         RgbImage::from_raw(self.size, self.size, bytes).expect("size² pixels of 3 bytes")
     }
 
-    /// Writes `portrait.png` and `rig.json` into `dir`.
+    /// Writes `portrait.png`, `rig.json` and the idle loop (`idle/NNN.png`) into `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), ReplicaError> {
         let files = |reason: String| ReplicaError::Files { path: dir.display().to_string(), reason };
         std::fs::create_dir_all(dir).map_err(|e| files(e.to_string()))?;
         self.portrait_image().save(dir.join("portrait.png")).map_err(|e| files(e.to_string()))?;
-        let rig = RigFile { size: self.size, landmarks: self.landmarks.clone() };
+        if !self.idle.is_empty() {
+            std::fs::create_dir_all(dir.join("idle")).map_err(|e| files(e.to_string()))?;
+        }
+        for (k, frame) in self.idle.iter().enumerate() {
+            frame.portrait_image().save(dir.join(idle_file(k))).map_err(|e| files(e.to_string()))?;
+        }
+        let idle = self.idle.iter().map(|f| f.landmarks.clone()).collect();
+        let rig = RigFile { size: self.size, landmarks: self.landmarks.clone(), idle };
         let json = serde_json::to_vec(&rig).map_err(|e| files(e.to_string()))?;
         std::fs::write(dir.join("rig.json"), json).map_err(|e| files(e.to_string()))
     }
@@ -151,13 +191,26 @@ impl Replica {
         if rig.landmarks.len() != LANDMARKS || rig.size == 0 || !rig.size.is_multiple_of(8) {
             return Err(files(format!("rig.json has {} landmarks at size {}", rig.landmarks.len(), rig.size)));
         }
-        let image = image::open(dir.join("portrait.png")).map_err(|e| files(format!("portrait.png: {e}")))?;
-        if image.width() != rig.size || image.height() != rig.size {
-            return Err(files(format!("portrait is {}×{}, rig says {}", image.width(), image.height(), rig.size)));
+        let read = |name: &str| {
+            let image = image::open(dir.join(name)).map_err(|e| files(format!("{name}: {e}")))?;
+            if image.width() != rig.size || image.height() != rig.size {
+                return Err(files(format!("{name} is {}×{}, rig says {}", image.width(), image.height(), rig.size)));
+            }
+            Ok(image.to_rgb8().pixels().map(|p| u32::from_le_bytes([p[0], p[1], p[2], 255])).collect::<Vec<u32>>())
+        };
+        let mut idle = Vec::with_capacity(rig.idle.len());
+        for (k, landmarks) in rig.idle.into_iter().enumerate() {
+            if landmarks.len() != LANDMARKS {
+                return Err(files(format!("idle frame {k} has {} landmarks", landmarks.len())));
+            }
+            idle.push(Replica { size: rig.size, portrait: read(&idle_file(k))?, landmarks, idle: Vec::new() });
         }
-        let portrait = image.to_rgb8().pixels().map(|p| u32::from_le_bytes([p[0], p[1], p[2], 255])).collect();
-        Ok(Self { size: rig.size, portrait, landmarks: rig.landmarks })
+        Ok(Self { size: rig.size, portrait: read("portrait.png")?, landmarks: rig.landmarks, idle })
     }
+}
+
+fn idle_file(k: usize) -> String {
+    format!("idle/{k:03}.png")
 }
 
 /// Decodes an uploaded or downloaded image, with a clear error.

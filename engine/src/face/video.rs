@@ -5,7 +5,8 @@
 //! the head moving too much. The portrait is the best frame of the
 //! stillest stretch with the mouth closed and the eyes open, the segment
 //! that shows how the person looks while listening, framed as
-//! [`Replica::from_photo`] frames a photo.
+//! [`Replica::from_photo`] frames a photo; that stretch's frames, framed
+//! the same way, become the replica's idle loop.
 //!
 //! Only non-fragmented MP4 (and QuickTime) files are read, and only their
 //! first H.264 video track. Every size and offset in the file is checked
@@ -19,7 +20,7 @@ use std::ops::ControlFlow;
 use image::imageops;
 use openh264::formats::YUVSource as _;
 
-use super::replica::{Replica, ReplicaConfig, ReplicaError};
+use super::replica::{Framing, Replica, ReplicaConfig, ReplicaError};
 use super::rig::{CHIN, FOREHEAD};
 use super::{BlazeFace, FaceMesh, RgbImage};
 use demux::Track;
@@ -50,6 +51,8 @@ pub struct VideoReplicaConfig {
     pub min_face_share: f32,
     /// Length of the still segment the portrait is taken from, in seconds.
     pub still_seconds: f32,
+    /// Frames per second kept of the still segment for the idle loop.
+    pub idle_fps: f32,
 }
 
 impl Default for VideoReplicaConfig {
@@ -62,6 +65,7 @@ impl Default for VideoReplicaConfig {
             max_motion: 0.2,
             min_face_share: 0.5,
             still_seconds: 1.0,
+            idle_fps: 25.0,
         }
     }
 }
@@ -154,18 +158,43 @@ impl VideoReplica {
         let times: Vec<f32> = picks.iter().map(|&k| track.times[k] as f32).collect();
         let (window, best) = still(&seen, &times, config);
 
-        let mut portrait = None;
-        track.decode(file, |index, picture| {
-            if index < picks[best] {
-                return Ok(ControlFlow::Continue(()));
-            }
-            portrait = Some(to_rgb(picture, track.quarter_turns));
-            Ok(ControlFlow::Break(()))
-        })?;
-        let (Some(photo), Seen::Face(_, points)) = (portrait, &seen[best]) else {
-            return Err(ReplicaError::Video("the chosen frame could not be decoded again".into()));
+        // Second pass: the portrait frame, and every frame of the still
+        // segment (at most `idle_fps` a second) for the idle loop, all
+        // framed like the portrait so the loop does not jitter.
+        let Seen::Face(_, best_points) = &seen[best] else {
+            return Err(ReplicaError::Video("the chosen frame has no face".into()));
         };
         let step = 1.0 / config.sample_fps.max(0.1);
+        let (start, end) = (f64::from(times[window.0]), f64::from(times[window.1] + step));
+        let idle_step = 1.0 / f64::from(config.idle_fps.max(1.0));
+        let (mut portrait, mut idle, mut next_idle) = (None, Vec::new(), f64::NEG_INFINITY);
+        let mut framing = None;
+        track.decode(file, |index, picture| {
+            let t = track.times[index];
+            let wanted = index == picks[best] || (t >= start - 1e-3 && t < end && t >= next_idle - 1e-3);
+            if wanted {
+                let image = to_rgb(picture, track.quarter_turns);
+                let framing = *framing.get_or_insert_with(|| {
+                    Framing::around(best_points, image.width(), image.height(), &config.replica)
+                });
+                if index == picks[best] {
+                    portrait = Some(framing.apply(&image, best_points));
+                }
+                if t >= start - 1e-3 && t < end && t >= next_idle - 1e-3 {
+                    next_idle = t + idle_step;
+                    if let Seen::Face(_, points) = look(detector, mesher, &image, &config.replica)? {
+                        idle.push(framing.apply(&image, &points));
+                    }
+                }
+            }
+            Ok(if portrait.is_some() && t >= end { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+        })?;
+        let Some(mut replica) = portrait else {
+            return Err(ReplicaError::Video("the chosen frame could not be decoded again".into()));
+        };
+        if idle.len() >= 2 {
+            replica.idle = idle;
+        }
         let duration = track.seconds as f32;
         let frames = seen
             .iter()
@@ -173,7 +202,7 @@ impl VideoReplica {
             .map(|(s, &time)| FrameStats { time, face: if let Seen::Face(f, _) = s { Some(*f) } else { None } })
             .collect();
         Ok(Self {
-            replica: Replica::frame(&photo, points, &config.replica),
+            replica,
             frames,
             still_segment: (times[window.0], (times[window.1] + step).min(duration)),
             portrait_time: times[best],
