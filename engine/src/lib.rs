@@ -10,6 +10,7 @@ pub mod gpu;
 pub mod hearing;
 pub mod llm;
 pub mod models;
+pub mod perception;
 pub mod remote;
 pub mod tts;
 pub mod turn;
