@@ -10,7 +10,7 @@ mod common;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use common::{missing, model_dir, model_path};
+use common::{max_diff, missing, model_dir, model_path};
 use tete_engine::face::{BlazeFace, RgbImage};
 use tete_engine::perception::expression::{INPUT, prepare};
 use tete_engine::perception::{Expression, ExpressionNet, PerceptionError};
@@ -43,16 +43,6 @@ fn synthetic(n: usize) -> Vec<f32> {
         }
     }
     data
-}
-
-/// Largest |a - b| and where.
-fn max_diff(got: &[f32], want: &[f32]) -> (f32, usize) {
-    assert_eq!(got.len(), want.len());
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .enumerate()
-        .fold((0.0, 0), |m, (i, d)| if d > m.0 { (d, i) } else { m })
 }
 
 #[test]

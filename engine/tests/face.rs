@@ -10,7 +10,7 @@ use std::io::Read;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use common::{missing, model_dir, model_path};
+use common::{max_diff, missing, model_dir, model_path};
 use tete_engine::face::{BlazeFace, BoundingBox, Detection, FaceError, FaceMesh, Keypoint, LANDMARKS, RgbImage};
 use tete_engine::models::{Store, default_home};
 
@@ -69,16 +69,6 @@ fn facemesh_input(image: &RgbImage, x0: u32, y0: u32) -> Tensor {
         }
     }
     Tensor::from_vec(data, (1, 192, 192, 3), &Device::Cpu).unwrap()
-}
-
-/// Largest |a - b| and where.
-fn max_diff(got: &[f32], want: &[f32]) -> (f32, usize) {
-    assert_eq!(got.len(), want.len());
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .enumerate()
-        .fold((0.0, 0), |m, (i, d)| if d > m.0 { (d, i) } else { m })
 }
 
 #[test]

@@ -55,7 +55,7 @@ pub fn render_cpu(replica: &Replica, rig: &Rig, pose: &Pose) -> Result<Vec<u32>,
 pub enum FaceError {
     #[error("loading {model} weights from {path}: {source}")]
     Load { model: &'static str, path: String, source: candle_core::Error },
-    #[error("{model} weights lack {name} (is this the right .tflite conversion?)")]
+    #[error("{model} weights lack {name} (is this the right conversion of the model?)")]
     Missing { model: &'static str, name: String },
     #[error("{model} tensor {name} has shape {actual:?}, expected {expected:?}")]
     Shape { model: &'static str, name: String, actual: Vec<usize>, expected: Vec<usize> },
@@ -70,13 +70,13 @@ pub enum FaceError {
 }
 
 /// The converted tensors of one model, taken by name with a shape check.
-struct Weights {
+pub(crate) struct Weights {
     model: &'static str,
     tensors: HashMap<String, Tensor>,
 }
 
 impl Weights {
-    fn load(model: &'static str, path: &Path, device: &Device) -> Result<Self, FaceError> {
+    pub(crate) fn load(model: &'static str, path: &Path, device: &Device) -> Result<Self, FaceError> {
         let tensors = candle_core::safetensors::load(path, device).map_err(|source| FaceError::Load {
             model,
             path: path.display().to_string(),
@@ -85,8 +85,8 @@ impl Weights {
         Ok(Self { model, tensors })
     }
 
-    /// A tensor as stored (TFLite layout), in f32.
-    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, FaceError> {
+    /// A tensor as stored (the source format's layout), in f32.
+    pub(crate) fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, FaceError> {
         let model = self.model;
         let tensor = self.tensors.remove(name).ok_or_else(|| FaceError::Missing { model, name: name.to_string() })?;
         if tensor.dims() != shape {

@@ -28,13 +28,13 @@
 //! Its browser path draws the crop on a canvas instead, which samples
 //! differently.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
 use super::PerceptionError;
+use crate::face::Weights;
 
 /// Side of the square input, in pixels.
 pub const INPUT: usize = 112;
@@ -95,12 +95,7 @@ pub struct ExpressionNet {
 impl ExpressionNet {
     /// Loads the converted weights (`model.safetensors`) onto `device`.
     pub fn load(path: &Path, device: &Device) -> Result<Self, PerceptionError> {
-        let tensors = candle_core::safetensors::load(path, device).map_err(|source| PerceptionError::Load {
-            model: MODEL,
-            path: path.display().to_string(),
-            source,
-        })?;
-        let mut w = Weights(tensors);
+        let mut w = Weights::load(MODEL, path, device)?;
         let blocks = [
             DenseBlock::load(&mut w, "dense0", 3, 32)?,
             DenseBlock::load(&mut w, "dense1", 32, 64)?,
@@ -208,25 +203,6 @@ pub fn prepare(crop: &RgbImage) -> Result<Vec<f32>, PerceptionError> {
         }
     }
     Ok(out)
-}
-
-/// The converted tensors, taken by name with a shape check.
-struct Weights(HashMap<String, Tensor>);
-
-impl Weights {
-    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, PerceptionError> {
-        let tensor =
-            self.0.remove(name).ok_or_else(|| PerceptionError::Missing { model: MODEL, name: name.to_string() })?;
-        if tensor.dims() != shape {
-            return Err(PerceptionError::Shape {
-                model: MODEL,
-                name: name.to_string(),
-                actual: tensor.dims().to_vec(),
-                expected: shape.to_vec(),
-            });
-        }
-        Ok(tensor.to_dtype(DType::F32)?)
-    }
 }
 
 /// `denseBlock4`: a first convolution at stride 2, then three

@@ -9,18 +9,6 @@ pub mod expression;
 
 pub use expression::{Expression, ExpressionNet};
 
-#[derive(Debug, thiserror::Error)]
-pub enum PerceptionError {
-    #[error("loading {model} weights from {path}: {source}")]
-    Load { model: &'static str, path: String, source: candle_core::Error },
-    #[error("{model} weights lack {name} (is this the right tfjs conversion?)")]
-    Missing { model: &'static str, name: String },
-    #[error("{model} tensor {name} has shape {actual:?}, expected {expected:?}")]
-    Shape { model: &'static str, name: String, actual: Vec<usize>, expected: Vec<usize> },
-    #[error("the image is {width}×{height} pixels: nothing to look at")]
-    EmptyImage { width: u32, height: u32 },
-    #[error("input tensor has shape {actual:?}, expected {expected:?}")]
-    Input { actual: Vec<usize>, expected: Vec<usize> },
-    #[error("candle: {0}")]
-    Candle(#[from] candle_core::Error),
-}
+/// Perception loads its nets and checks its inputs as the face stage does,
+/// so it reports the same errors.
+pub use crate::face::FaceError as PerceptionError;

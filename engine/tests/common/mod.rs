@@ -71,3 +71,13 @@ pub fn word_errors(reference: &[String], hypothesis: &[String]) -> usize {
     }
     row[hypothesis.len()]
 }
+
+/// Largest |a - b| and where.
+pub fn max_diff(got: &[f32], want: &[f32]) -> (f32, usize) {
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .enumerate()
+        .fold((0.0, 0), |m, (i, d)| if d > m.0 { (d, i) } else { m })
+}
