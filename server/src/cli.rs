@@ -386,6 +386,7 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     // The voice runs on the CPU, where engine/tests/tts.rs tests it.
     let voice = load_voice(&manifest, &store, &args.tts_model, &candle_core::Device::Cpu).await?;
     let training = load_training(&manifest, &store, &home(global)).await?;
+    let media = crate::edge::replica_media(training.replicas_dir.clone());
     let db = database(global).await?;
     let listener = tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
@@ -435,7 +436,7 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
                 }),
                 ..Default::default()
             },
-            None,
+            Some(media),
         )),
     };
     crate::api::replicas::ensure_stock(&api).await?;

@@ -119,3 +119,37 @@ async fn photos_train_into_replicas_or_fail_with_their_reason() {
         worker.abort();
     }
 }
+
+/// Until the conversation loop drives it, a call shows its replica alive:
+/// frames rendered from the trained replica, changing over time; a
+/// conversation whose replica is not trained shows a grey frame.
+#[test]
+fn a_call_shows_its_trained_replica_alive() {
+    use tete_server::edge::{Joining, replica_media};
+    let replicas = tempfile::tempdir().unwrap();
+    let config = training(replicas.path());
+    let photo = image::open(&config.stock_portrait).unwrap().to_rgb8();
+    let replica = Replica::from_photo(&config.faces.detector, &config.faces.mesher, &photo, &config.replica).unwrap();
+    replica.save(&config.replica_dir("rastro")).unwrap();
+
+    let factory = replica_media(replicas.path().to_path_buf());
+    let mut media = factory(Joining { conversation: "c1", replica: Some("rastro") });
+    let frame_at = |media: &mut Box<dyn tete_server::edge::SessionMedia>, wait: Duration| {
+        std::thread::sleep(wait);
+        media.next_video().expect("a frame")
+    };
+    let first = frame_at(&mut media, Duration::from_millis(500));
+    assert_eq!((first.width, first.height), (512, 512));
+    let luma = &first.i420[..512 * 512];
+    let spread = luma.iter().max().unwrap() - luma.iter().min().unwrap();
+    assert!(spread > 100, "a picture, not a flat frame (luma spread {spread})");
+    let later = frame_at(&mut media, Duration::from_millis(1500));
+    let changed = first.i420.iter().zip(&later.i420).filter(|(a, b)| a != b).count();
+    assert!(changed > 1000, "the face moves: {changed} bytes changed in 1.5 s");
+
+    for replica in [Some("rnottrained"), None] {
+        let mut grey = factory(Joining { conversation: "c2", replica });
+        let frame = grey.next_video().expect("a frame");
+        assert!(frame.i420[..512 * 512].iter().all(|&y| y == frame.i420[0]), "{replica:?}: a flat frame");
+    }
+}

@@ -86,7 +86,7 @@ async fn fixture() -> Fixture {
     let for_media = recorded.clone();
     let edge = Edge::new(
         EdgeConfig::default(),
-        Some(Arc::new(move |_: &str| {
+        Some(Arc::new(move |_: tete_server::edge::Joining<'_>| {
             Box::new(ToneMedia { phase: 0.0, recorded: for_media.clone() }) as Box<dyn SessionMedia>
         })),
     );

@@ -51,6 +51,11 @@ pub fn render_cpu(replica: &Replica, rig: &Rig, pose: &Pose) -> Result<Vec<u32>,
     Ok(out)
 }
 
+/// Renders one frame on the CPU as I420, ready for the encoder.
+pub fn render_i420_cpu(replica: &Replica, rig: &Rig, pose: &Pose) -> Result<Vec<u8>, tete_kernels::KernelError> {
+    tete_kernels::cpu::rgba_to_i420(&render_cpu(replica, rig, pose)?, replica.size, replica.size)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FaceError {
     #[error("loading {model} weights from {path}: {source}")]

@@ -19,6 +19,7 @@
 //! it. Until the replica pipeline exists, the host's default gives silence
 //! and a grey frame and drops what it hears and sees.
 
+pub mod face;
 pub mod messages;
 pub mod peer;
 
@@ -73,8 +74,32 @@ pub trait SessionMedia: Send + 'static {
     fn presence(&mut self, connected: bool);
 }
 
+/// Who a new peer joins: the conversation, and its replica if it has one.
+#[derive(Debug, Clone, Copy)]
+pub struct Joining<'a> {
+    pub conversation: &'a str,
+    pub replica: Option<&'a str>,
+}
+
 /// Makes the media of each new peer of a conversation.
-pub type MediaFactory = Arc<dyn Fn(&str) -> Box<dyn SessionMedia> + Send + Sync>;
+pub type MediaFactory = Arc<dyn Fn(Joining<'_>) -> Box<dyn SessionMedia> + Send + Sync>;
+
+/// The host's media until the conversation loop drives it: the
+/// conversation's replica, if trained and saved under `replicas_dir`,
+/// rendered live with silence; otherwise a grey frame.
+pub fn replica_media(replicas_dir: std::path::PathBuf) -> MediaFactory {
+    Arc::new(move |joining: Joining<'_>| {
+        let Some(replica) = joining.replica else { return Box::new(Silent) as Box<dyn SessionMedia> };
+        let seed = joining.conversation.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        match face::ReplicaMedia::start(&replicas_dir.join(replica), seed) {
+            Ok(media) => Box::new(media),
+            Err(e) => {
+                tracing::info!(conversation = joining.conversation, "replica {replica} cannot be shown yet: {e}");
+                Box::new(Silent)
+            }
+        }
+    })
+}
 
 /// Silence and a grey frame out, nothing kept: the host's media until the
 /// replica pipeline speaks and renders.
@@ -113,7 +138,7 @@ impl std::fmt::Debug for Edge {
 
 impl Edge {
     pub fn new(config: EdgeConfig, media: Option<MediaFactory>) -> Arc<Self> {
-        let media = media.unwrap_or_else(|| Arc::new(|_: &str| Box::new(Silent) as Box<dyn SessionMedia>));
+        let media = media.unwrap_or_else(|| Arc::new(|_: Joining<'_>| Box::new(Silent) as Box<dyn SessionMedia>));
         Arc::new(Self { config, media, sessions: Mutex::new(HashMap::new()) })
     }
 
@@ -217,6 +242,18 @@ async fn join(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap
         Ok(accepted) => accepted,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    // Replica files are read and a render thread started: off the async threads.
+    let (factory, conversation, replica) = (edge.media.clone(), id.clone(), row.replica_id.clone());
+    let made = tokio::task::spawn_blocking(move || {
+        factory(Joining { conversation: &conversation, replica: replica.as_deref() })
+    });
+    let media = match made.await {
+        Ok(media) => media,
+        Err(e) => {
+            tracing::error!("making the media of a peer of {id}: {e}");
+            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "the replica's media could not be started");
+        }
+    };
     let session = crate::ids::random_token(12);
     let (stop, stopped) = oneshot::channel();
     {
@@ -226,7 +263,6 @@ async fn join(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap
         }
         sessions.insert(session.clone(), Session { conversation: id.clone(), stop: Some(stop) });
     }
-    let media = (edge.media)(&id);
     let driver = Driver { peer, socket, media, conversation: id.clone(), session: session.clone() };
     tokio::spawn(driver.run(api.clone(), edge, stopped));
     let location = format!("/c/{id}/whip/{session}");

@@ -1,0 +1,95 @@
+//! The replica on the call before the conversation loop drives it: its
+//! face alive (idle loop or portrait, blinks, breathing, head sway) and
+//! silence. Frames are rendered on a thread of their own at the edge's
+//! frame rate, so the peer's network task only picks up the newest one.
+
+use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
+
+use tete_engine::face::animate::{Performer, idle_frame};
+use tete_engine::face::{Replica, Rig, render_i420_cpu};
+
+use super::SessionMedia;
+use super::messages::ClientMessage;
+use super::peer::{VIDEO_OUT_FPS, VideoFrame};
+
+/// A trained replica's face, rendered live.
+pub struct ReplicaMedia {
+    frames: Receiver<VideoFrame>,
+    last: Option<VideoFrame>,
+}
+
+impl ReplicaMedia {
+    /// Loads the replica saved in `dir` and starts rendering it; the
+    /// thread ends when this is dropped.
+    pub fn start(dir: &Path, seed: u64) -> Result<Self, tete_engine::face::ReplicaError> {
+        let replica = Replica::load(dir)?;
+        let (tx, rx) = sync_channel(2);
+        std::thread::Builder::new().name("replica-face".into()).spawn(move || render(replica, seed, tx)).map_err(
+            |e| tete_engine::face::ReplicaError::Files {
+                path: dir.display().to_string(),
+                reason: format!("starting the render thread: {e}"),
+            },
+        )?;
+        Ok(Self { frames: rx, last: None })
+    }
+}
+
+/// Renders frames at the edge's rate until the receiving side is gone.
+fn render(replica: Replica, seed: u64, tx: SyncSender<VideoFrame>) {
+    // The idle loop's frames when the replica has one, else the portrait.
+    let stills: Vec<Replica> = if replica.idle.is_empty() { vec![replica] } else { replica.idle };
+    let rigs: Vec<Rig> = stills.iter().map(Rig::new).collect();
+    let mut performer = Performer::new(seed);
+    let period = Duration::from_secs(1) / VIDEO_OUT_FPS;
+    let started = Instant::now();
+    let mut next = started;
+    loop {
+        let t = next.duration_since(started).as_secs_f64();
+        let k = idle_frame(t, f64::from(VIDEO_OUT_FPS), stills.len());
+        let (still, rig) = (&stills[k], &rigs[k]);
+        let frame = render_i420_cpu(still, rig, &performer.pose_at(t)).map(|i420| VideoFrame {
+            width: still.size as usize,
+            height: still.size as usize,
+            i420,
+        });
+        match frame {
+            Ok(frame) => match tx.try_send(frame) {
+                Ok(()) | Err(TrySendError::Full(_)) => {}
+                Err(TrySendError::Disconnected(_)) => return,
+            },
+            Err(e) => {
+                tracing::error!("rendering the replica: {e}");
+                return;
+            }
+        }
+        next += period;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            // Behind (a busy host): skip ahead rather than render a backlog.
+            next = now;
+        }
+    }
+}
+
+impl SessionMedia for ReplicaMedia {
+    fn next_audio(&mut self) -> Option<Vec<f32>> {
+        None
+    }
+
+    /// The newest rendered frame (the last one again if none is new).
+    fn next_video(&mut self) -> Option<VideoFrame> {
+        while let Ok(frame) = self.frames.try_recv() {
+            self.last = Some(frame);
+        }
+        self.last.clone()
+    }
+
+    fn heard(&mut self, _: &[f32]) {}
+    fn seen(&mut self, _: &VideoFrame) {}
+    fn message(&mut self, _: ClientMessage) {}
+    fn presence(&mut self, _: bool) {}
+}
