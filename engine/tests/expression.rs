@@ -113,12 +113,9 @@ fn astronaut_smiles() {
     assert_eq!(faces.len(), 1, "{faces:?}");
     // The box clipped to the image, then floored, as face-api's
     // extractFaceTensors does (`Box::clipAtImageBorders`).
-    let b = faces[0].bbox;
-    let (x, y) = (b.xmin.max(0.0), b.ymin.max(0.0));
-    let (w, h) =
-        ((b.xmin + b.width - x).min(image.width() as f32 - x), (b.ymin + b.height - y).min(image.height() as f32 - y));
-    let [x0, y0, w, h] = [x, y, w, h].map(|v| v.floor() as u32);
-    let crop = image::imageops::crop_imm(&image, x0, y0, w, h).to_image();
+    let crop = tete_engine::perception::face_crop(&image, &faces[0].bbox).unwrap();
+    let (w, h) = crop.dimensions();
+    let (x0, y0) = (faces[0].bbox.xmin.max(0.0).floor(), faces[0].bbox.ymin.max(0.0).floor());
     let probabilities = net.probabilities(&crop).unwrap();
     let named: Vec<String> =
         Expression::ALL.iter().map(|e| format!("{} {:.2e}", e.label(), probabilities[*e as usize])).collect();

@@ -6,9 +6,22 @@
 //! [`crate::face::BlazeFace`]; this module only looks at the crops.
 
 pub mod expression;
+pub mod signals;
 
 pub use expression::{Expression, ExpressionNet};
+pub use signals::{Note, Observation, SignalConfig, SignalTracker, Summary, UserState, head_angles};
 
 /// Perception loads its nets and checks its inputs as the face stage does,
 /// so it reports the same errors.
 pub use crate::face::FaceError as PerceptionError;
+
+/// The crop of a detected face the expression net reads: the box clipped
+/// to the image, then its corner and size floored, as face-api's
+/// `extractFaceTensors` does. `None` when nothing of it is in the image.
+pub fn face_crop(image: &crate::face::RgbImage, bbox: &crate::face::BoundingBox) -> Option<crate::face::RgbImage> {
+    let (x, y) = (bbox.xmin.max(0.0), bbox.ymin.max(0.0));
+    let w = (bbox.xmin + bbox.width - x).min(image.width() as f32 - x);
+    let h = (bbox.ymin + bbox.height - y).min(image.height() as f32 - y);
+    let [x0, y0, w, h] = [x, y, w, h].map(|v| v.max(0.0).floor() as u32);
+    (w > 0 && h > 0).then(|| image::imageops::crop_imm(image, x0, y0, w, h).to_image())
+}

@@ -1,0 +1,134 @@
+//! Live perception signals: a scripted call (present and smiling, looking
+//! away, gone, back with someone else) gives the expected notes in order
+//! and an end-of-call summary that mentions them; head angles and the
+//! expression come from the real models on the astronaut portrait.
+
+mod common;
+
+use candle_core::Device;
+use common::{missing, model_dir, model_path};
+use tete_engine::face::{BlazeFace, FaceMesh, RgbImage};
+use tete_engine::perception::{
+    Expression, ExpressionNet, Observation, SignalConfig, SignalTracker, face_crop, head_angles,
+};
+
+fn one_hot(e: Expression) -> [f32; 7] {
+    let mut p = [0.02; 7];
+    p[e as usize] = 0.88;
+    p
+}
+
+fn script() -> Vec<Observation> {
+    let mut frames = Vec::new();
+    // Four frames a second for 24 s.
+    for i in 0..96 {
+        let t = i as f64 / 4.0;
+        let o = match t {
+            t if t < 6.0 => {
+                Observation { t, faces: 1, expression: Some(one_hot(Expression::Happy)), head: Some((3.0, 2.0)) }
+            }
+            t if t < 12.0 => {
+                Observation { t, faces: 1, expression: Some(one_hot(Expression::Neutral)), head: Some((45.0, 5.0)) }
+            }
+            t if t < 16.0 => Observation { t, ..Default::default() },
+            t => {
+                let faces = if t < 18.0 { 1 } else { 2 };
+                Observation { t, faces, expression: Some(one_hot(Expression::Surprised)), head: Some((0.0, 0.0)) }
+            }
+        };
+        frames.push(o);
+    }
+    frames
+}
+
+#[test]
+fn a_scripted_call_gives_its_notes_in_order() {
+    let mut tracker = SignalTracker::new(SignalConfig::default());
+    let notes: Vec<(f64, String)> = script().iter().flat_map(|o| tracker.observe(o)).map(|n| (n.t, n.text)).collect();
+    for (t, text) in &notes {
+        println!("{t:5.2} s  {text}");
+    }
+    let texts: Vec<&str> = notes.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "the user is in view",
+            "the user looks happy",
+            "the user looks neutral",
+            "the user has looked away for 3 seconds",
+            "the user has left the camera's view",
+            "the user is in view",
+            "the user looks surprised",
+            "a second person joined the frame",
+        ]
+    );
+    // Looking away is noted 3 s after it starts (at 6 s), leaving 2 s after the last face (12 s).
+    let at = |text: &str| notes.iter().find(|(_, t)| t == text).unwrap().0;
+    assert!((at("the user has looked away for 3 seconds") - 9.0).abs() < 0.3);
+    assert!((at("the user has left the camera's view") - 13.75).abs() < 0.3);
+
+    let summary = tracker.summary();
+    println!("{}", summary.describe());
+    assert_eq!(summary.most_people, 2);
+    assert!(summary.attention_share > 0.4 && summary.attention_share < 0.75, "{summary:?}");
+    let described = summary.describe();
+    assert!(described.contains("happy") && described.contains("Up to 2 people"), "{described}");
+}
+
+#[test]
+fn observations_out_of_order_or_empty_change_nothing() {
+    let mut tracker = SignalTracker::new(SignalConfig::default());
+    assert!(tracker.summary().describe().contains("never seen"));
+    let first = tracker.observe(&Observation { t: 5.0, faces: 1, ..Default::default() });
+    assert_eq!(first.len(), 1);
+    assert!(tracker.observe(&Observation { t: 4.0, faces: 0, ..Default::default() }).is_empty());
+    assert!(tracker.state().present);
+}
+
+fn models() -> (BlazeFace, FaceMesh, ExpressionNet) {
+    let cpu = Device::Cpu;
+    (
+        BlazeFace::load(&model_path("blazeface-short-range"), &cpu).unwrap_or_else(missing),
+        FaceMesh::load(&model_path("facemesh"), &cpu).unwrap_or_else(missing),
+        ExpressionNet::load(&model_path("face-expression"), &cpu).unwrap_or_else(missing),
+    )
+}
+
+fn observe(models: &(BlazeFace, FaceMesh, ExpressionNet), image: &RgbImage, t: f64) -> Observation {
+    let (detector, mesher, net) = models;
+    let faces = detector.detect(image).unwrap();
+    let Some(face) = faces.first() else { return Observation { t, ..Default::default() } };
+    let crop = face_crop(image, &face.bbox).unwrap();
+    let mesh = mesher.landmarks(image, face).unwrap();
+    let points: Vec<[f32; 2]> = mesh.points.iter().map(|p| [p[0], p[1]]).collect();
+    Observation {
+        t,
+        faces: faces.len(),
+        expression: Some(net.probabilities(&crop).unwrap()),
+        head: head_angles(&points),
+    }
+}
+
+#[test]
+fn the_real_models_see_a_smiling_user_facing_the_camera() {
+    let models = models();
+    let path = model_dir("astronaut-portrait").join("astronaut.png");
+    let image = image::open(&path).unwrap_or_else(|e| missing(format!("{}: {e}", path.display()))).to_rgb8();
+    let o = observe(&models, &image, 0.0);
+    let (yaw, pitch) = o.head.unwrap();
+    println!("astronaut: {} face(s), yaw {yaw:.1}°, pitch {pitch:.1}°", o.faces);
+    assert_eq!(o.faces, 1);
+    assert!(yaw.abs() < 15.0 && pitch.abs() < 20.0, "a frontal portrait: yaw {yaw}, pitch {pitch}");
+    // Mirrored, the head turns the other way by about as much.
+    let mirrored = observe(&models, &image::imageops::flip_horizontal(&image), 0.0).head.unwrap();
+    assert!((mirrored.0 + yaw).abs() < 4.0, "yaw {yaw} vs mirrored {}", mirrored.0);
+
+    // Two seconds of that frame at 4 fps: present, then happy.
+    let mut tracker = SignalTracker::new(SignalConfig::default());
+    let notes: Vec<String> =
+        (0..8).flat_map(|i| tracker.observe(&Observation { t: i as f64 / 4.0, ..o.clone() })).map(|n| n.text).collect();
+    assert_eq!(notes, ["the user is in view", "the user looks happy"]);
+    // The coffee cup: nobody there.
+    let coffee = RgbImage::from_pixel(320, 240, image::Rgb([90, 60, 40]));
+    assert_eq!(observe(&models, &coffee, 0.0).faces, 0);
+}
