@@ -109,28 +109,47 @@ pub fn check(record: &[u32], portrait_len: usize, out_len: usize) -> Result<(u32
 
 /// Renders one frame into `out` (RGBA8, R in the low byte, like `portrait`).
 ///
-/// Each row only visits the control points that can reach it (what the
-/// head step moves a row by is bounded first), which skips exactly the
-/// points the full loop would find out of reach, so the sum — and the
-/// output — is unchanged.
+/// Each 32-pixel tile of a row only visits the control points that can
+/// reach it (what the head step moves a pixel by is bounded first), which
+/// skips exactly the points the full loop would find out of reach, so the
+/// sum — and the output — is unchanged.
 pub fn render(record: &[u32], portrait: &[u32], out: &mut [u32]) -> Result<(), KernelError> {
     let (width, height) = check(record, portrait.len(), out.len())?;
     let r = record;
     // How far the head step can move a pixel vertically: |M₁₀|·|x − cx| +
     // |M₁₁|·|y − cy| + |t_y|, with the distances bounded by the frame.
     let span = (width + height) as f32;
-    let margin = (f(r, H_HEAD + 4).abs() + f(r, H_HEAD + 5).abs()) * span + f(r, H_HEAD + 7).abs() + 1.0;
+    let margin_y = (f(r, H_HEAD + 4).abs() + f(r, H_HEAD + 5).abs()) * span + f(r, H_HEAD + 7).abs() + 1.0;
+    let margin_x = (f(r, H_HEAD + 2).abs() + f(r, H_HEAD + 3).abs()) * span + f(r, H_HEAD + 6).abs() + 1.0;
+    // Rows are cut into tiles of this many pixels, each with its own points.
+    const TILE: usize = 32;
     use rayon::prelude::*;
     out.par_chunks_mut(width as usize).enumerate().for_each(|(y, row)| {
         let yf = y as f32;
-        let near: Vec<usize> = (0..r[H_POINTS] as usize)
-            .filter(|i| {
-                let at = HEADER + i * POINT_WORDS;
-                (yf - f(r, at + 1)).abs() < f(r, at + 4) + margin
+        let point = |i: usize| {
+            let at = HEADER + i * POINT_WORDS;
+            (f(r, at), f(r, at + 1), f(r, at + 4))
+        };
+        let near_row: Vec<usize> = (0..r[H_POINTS] as usize)
+            .filter(|&i| {
+                let (_, cy, radius) = point(i);
+                (yf - cy).abs() < radius + margin_y
             })
             .collect();
-        for (x, px) in row.iter_mut().enumerate() {
-            *px = pixel(record, portrait, &near, x as f32, yf);
+        for (tile, pixels) in row.chunks_mut(TILE).enumerate() {
+            let x0 = (tile * TILE) as f32;
+            let half = (pixels.len() as f32 - 1.0) / 2.0;
+            let near: Vec<usize> = near_row
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    let (cx, _, radius) = point(i);
+                    (x0 + half - cx).abs() < radius + margin_x + half
+                })
+                .collect();
+            for (dx, px) in pixels.iter_mut().enumerate() {
+                *px = pixel(record, portrait, &near, x0 + dx as f32, yf);
+            }
         }
     });
     Ok(())
@@ -157,6 +176,11 @@ fn rect(record: &[u32], at: usize) -> [f32; 4] {
 /// features move.
 fn head(r: &[u32], x: f32, y: f32) -> (f32, f32) {
     let (ex, ey) = ((x - f(r, H_ELLIPSE)) / f(r, H_ELLIPSE + 2), (y - f(r, H_ELLIPSE + 1)) / f(r, H_ELLIPSE + 3));
+    // Beyond the outer ellipse's box the weight is exactly 0: skip the rest.
+    let k = f(r, H_ELLIPSE + 4);
+    if ex.abs() >= k || ey.abs() >= k {
+        return (x, y);
+    }
     let e = (ex * ex + ey * ey).sqrt();
     let w = 1.0 - smoothstep(1.0, f(r, H_ELLIPSE + 4), e);
     if w <= 0.0 {

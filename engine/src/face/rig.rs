@@ -248,7 +248,7 @@ impl Rig {
         for (k, v) in head.into_iter().enumerate() {
             put(warp::H_HEAD + k, v);
         }
-        for (k, v) in self.ellipse.into_iter().chain([1.9]).enumerate() {
+        for (k, v) in self.ellipse.into_iter().chain([1.6]).enumerate() {
             put(warp::H_ELLIPSE + k, v);
         }
 
