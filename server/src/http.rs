@@ -123,7 +123,7 @@ async fn readyz() -> impl IntoResponse {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         axum::Json(
-            json!({ "ready": false, "reason": "the conversation pipeline is not built yet; this host serves the API, status, health and metrics only" }),
+            json!({ "ready": false, "reason": "the conversation pipeline is not built yet: calls connect and show the replica, but it does not hear or answer" }),
         ),
     )
 }
