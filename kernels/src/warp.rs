@@ -136,17 +136,15 @@ pub fn render(record: &[u32], portrait: &[u32], out: &mut [u32]) -> Result<(), K
                 (yf - cy).abs() < radius + margin_y
             })
             .collect();
+        let mut near = Vec::with_capacity(near_row.len());
         for (tile, pixels) in row.chunks_mut(TILE).enumerate() {
             let x0 = (tile * TILE) as f32;
             let half = (pixels.len() as f32 - 1.0) / 2.0;
-            let near: Vec<usize> = near_row
-                .iter()
-                .copied()
-                .filter(|&i| {
-                    let (cx, _, radius) = point(i);
-                    (x0 + half - cx).abs() < radius + margin_x + half
-                })
-                .collect();
+            near.clear();
+            near.extend(near_row.iter().copied().filter(|&i| {
+                let (cx, _, radius) = point(i);
+                (x0 + half - cx).abs() < radius + margin_x + half
+            }));
             for (dx, px) in pixels.iter_mut().enumerate() {
                 *px = pixel(record, portrait, &near, x0 + dx as f32, yf);
             }

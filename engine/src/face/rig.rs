@@ -115,7 +115,7 @@ fn dist(a: [f32; 2], b: [f32; 2]) -> f32 {
 
 /// A control point under construction: where it is now and how it moves.
 struct Point {
-    at: [f32; 2],
+    landmark: usize,
     d: [f32; 2],
     radius: f32,
 }
@@ -153,12 +153,6 @@ impl Rig {
         self.face_height
     }
 
-    /// Where the displaced landmarks of `pose` are (head motion aside):
-    /// the same displacements the record carries.
-    pub fn mouth_points(&self, mouth: MouthShape) -> Vec<([f32; 2], [f32; 2])> {
-        self.mouth(mouth).into_iter().map(|p| (p.at, p.d)).collect()
-    }
-
     fn mouth(&self, m: MouthShape) -> Vec<Point> {
         let w = self.mouth_width;
         let jaw = m.open.clamp(0.0, 1.0) * self.max_jaw_drop();
@@ -168,7 +162,7 @@ impl Rig {
             let at = self.points[i];
             let u = ((at[0] - cx) / (w / 2.0)).clamp(-1.0, 1.0);
             let dx = u * wide * 0.1 * w - round * 0.35 * (at[0] - cx);
-            Point { at, d: [dx, vertical * jaw], radius }
+            Point { landmark: i, d: [dx, vertical * jaw], radius }
         };
         let mut out = Vec::with_capacity(64);
         // Each lip line between its corners: how far it follows the jaw at
@@ -191,10 +185,10 @@ impl Rig {
             out.push(lip(i, 0.35, 0.16 * w));
         }
         for (i, follow) in JAW {
-            out.push(Point { at: self.points[i], d: [0.0, follow * jaw], radius: 0.45 * w });
+            out.push(Point { landmark: i, d: [0.0, follow * jaw], radius: 0.45 * w });
         }
         for i in NOSE_ANCHORS {
-            out.push(Point { at: self.points[i], d: [0.0, 0.0], radius: 0.2 * w });
+            out.push(Point { landmark: i, d: [0.0, 0.0], radius: 0.2 * w });
         }
         out
     }
@@ -256,9 +250,15 @@ impl Rig {
         self.eyes(pose.blink, &mut put);
         let points = self.mouth(pose.mouth);
         debug_assert!(points.len() <= MAX_POINTS, "{} control points", points.len());
+        // Every landmark where this pose puts it (head motion aside).
+        let mut moved = self.points.clone();
+        for p in &points {
+            let at = self.points[p.landmark];
+            moved[p.landmark] = [at[0] + p.d[0], at[1] + p.d[1]];
+        }
         let mut roi = [f32::MAX, f32::MAX, f32::MIN, f32::MIN];
         for (k, p) in points.iter().take(MAX_POINTS).enumerate() {
-            let at = [p.at[0] + p.d[0], p.at[1] + p.d[1]];
+            let at = moved[p.landmark];
             let base = HEADER + k * POINT_WORDS;
             for (j, v) in [at[0], at[1], p.d[0], p.d[1], p.radius].into_iter().enumerate() {
                 put(base + j, v);
@@ -275,14 +275,7 @@ impl Rig {
         }
 
         // The inner mouth: upper inner lip left to right, lower back.
-        let moved: std::collections::HashMap<[u32; 2], [f32; 2]> = points
-            .iter()
-            .map(|p| ([p.at[0].to_bits(), p.at[1].to_bits()], [p.at[0] + p.d[0], p.at[1] + p.d[1]]))
-            .collect();
-        let dest = |i: usize| {
-            let at = self.points[i];
-            moved.get(&[at[0].to_bits(), at[1].to_bits()]).copied().unwrap_or(at)
-        };
+        let dest = |i: usize| moved[i];
         let ring = || UPPER_INNER.iter().chain(LOWER_INNER[1..10].iter().rev());
         let polygon: Vec<[f32; 2]> = ring().map(|&i| dest(i)).collect();
         for (k, &i) in ring().enumerate() {

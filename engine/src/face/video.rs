@@ -171,16 +171,17 @@ impl VideoReplica {
         let mut framing = None;
         track.decode(file, |index, picture| {
             let t = track.times[index];
-            let wanted = index == picks[best] || (t >= start - 1e-3 && t < end && t >= next_idle - 1e-3);
-            if wanted {
+            let is_portrait = index == picks[best];
+            let is_idle = t >= start - 1e-3 && t < end && t >= next_idle - 1e-3;
+            if is_portrait || is_idle {
                 let image = to_rgb(picture, track.quarter_turns);
                 let framing = *framing.get_or_insert_with(|| {
                     Framing::around(best_points, image.width(), image.height(), &config.replica)
                 });
-                if index == picks[best] {
+                if is_portrait {
                     portrait = Some(framing.apply(&image, best_points));
                 }
-                if t >= start - 1e-3 && t < end && t >= next_idle - 1e-3 {
+                if is_idle {
                     next_idle = t + idle_step;
                     if let Seen::Face(_, points) = look(detector, mesher, &image, &config.replica)? {
                         idle.push(framing.apply(&image, &points));
