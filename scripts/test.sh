@@ -9,7 +9,9 @@
 #  - the default models, fetched and verified into $TETE_HOME (cached: a
 #    second run downloads nothing)
 #  - aiortc (PyPI) in a venv under $TETE_HOME: the WebRTC peer the edge's
-#    tests talk to
+#    tests talk to (its PyAV also reads the recordings back)
+#  - moto (PyPI) in a venv under $TETE_HOME: an S3-compatible server on
+#    127.0.0.1 for the recordings kept in a bucket
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -32,6 +34,14 @@ if ! "$webrtc_venv/bin/python3" -c "import aiortc" >/dev/null 2>&1; then
   "$webrtc_venv/bin/python3" -m pip install --quiet --disable-pip-version-check aiortc==1.16.0 numpy
 fi
 export TETE_TEST_PYTHON="$webrtc_venv/bin/python3"
+
+s3_venv="$TETE_HOME/venvs/s3"
+if ! "$s3_venv/bin/python3" -c "import moto.server" >/dev/null 2>&1; then
+  echo "installing moto into $s3_venv"
+  python3 -m venv "$s3_venv"
+  "$s3_venv/bin/python3" -m pip install --quiet --disable-pip-version-check "moto[server]==5.1.18"
+fi
+export TETE_TEST_MOTO="$s3_venv/bin/moto_server"
 
 TETE_TEST_POSTGRES_URL=$(scripts/postgres.sh)
 export TETE_TEST_POSTGRES_URL TETE_REQUIRE_POSTGRES=1

@@ -104,6 +104,22 @@ pub struct ServeArgs {
     /// The resident voice behind /v1/audio/speech (a Piper voice id of models.toml).
     #[arg(long, env = "TETE_TTS_MODEL", default_value = "piper-en_US-joe-medium")]
     pub tts_model: String,
+    /// Where call recordings are kept (default: `$TETE_HOME/recordings`);
+    /// with `--recordings-bucket`, where they wait while calls run.
+    #[arg(long, env = "TETE_RECORDINGS_DIR")]
+    pub recordings_dir: Option<PathBuf>,
+    /// Keep recordings in this S3-compatible bucket instead (credentials
+    /// from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`).
+    #[arg(long, env = "TETE_RECORDINGS_BUCKET")]
+    pub recordings_bucket: Option<String>,
+    /// The bucket's endpoint, for S3-compatible stores other than AWS.
+    #[arg(long, env = "TETE_RECORDINGS_ENDPOINT", requires = "recordings_bucket")]
+    pub recordings_endpoint: Option<String>,
+    #[arg(long, env = "TETE_RECORDINGS_REGION", requires = "recordings_bucket")]
+    pub recordings_region: Option<String>,
+    /// Key prefix of recordings in the bucket.
+    #[arg(long, env = "TETE_RECORDINGS_PREFIX", default_value = "", requires = "recordings_bucket")]
+    pub recordings_prefix: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +164,25 @@ fn home(global: &Global) -> PathBuf {
 
 fn store(global: &Global) -> Store {
     Store::new(home(global))
+}
+
+/// Where this host keeps call recordings.
+fn recordings(args: &ServeArgs, global: &Global) -> anyhow::Result<crate::recording::RecordingStore> {
+    let dir = args.recordings_dir.clone().unwrap_or_else(|| home(global).join("recordings"));
+    let store = match &args.recordings_bucket {
+        Some(bucket) => crate::recording::RecordingStore::s3(
+            &dir,
+            crate::recording::S3Config {
+                bucket: bucket.clone(),
+                endpoint: args.recordings_endpoint.clone(),
+                region: args.recordings_region.clone(),
+                prefix: args.recordings_prefix.clone(),
+                credentials: None,
+            },
+        ),
+        None => crate::recording::RecordingStore::local(&dir),
+    };
+    store.with_context(|| format!("preparing recordings in {}", dir.display()))
 }
 
 async fn database(global: &Global) -> anyhow::Result<crate::db::Db> {
@@ -411,6 +446,7 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let deliverer = crate::webhooks::Deliverer::new(db.clone(), secret, policy, args.forbid_private_callbacks)
         .context("building the webhook client")?;
     let host = crate::conversations::Host::new(db.clone(), deliverer.clone(), host_id);
+    let recordings = recordings(&args, global)?;
     let upload_root = args.upload_root.clone().unwrap_or_else(|| home(global).join("uploads"));
     std::fs::create_dir_all(&upload_root).with_context(|| format!("creating {}", upload_root.display()))?;
     let api = crate::api::Api {
@@ -434,6 +470,7 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
                 } else {
                     addr.ip()
                 }),
+                recordings: Some(recordings),
                 ..Default::default()
             },
             Some(media),
@@ -473,6 +510,7 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     if args.api_key.is_none() && db.list_api_keys().await?.iter().all(|k| k.revoked_at.is_some()) {
         println!("no API key yet: set TETE_API_KEY or run `tete keys create NAME`");
     }
+    let api_edge = api.edge.clone();
     let state = crate::http::AppState::new(manifest, store, &devices, api);
     let shutdown = crate::http::shutdown_signal().context("installing signal handlers")?;
     println!(
@@ -482,6 +520,11 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     crate::http::serve(listener, state, shutdown).await?;
     // Graceful shutdown: end this host's calls, give the deliverer a moment to send their webhooks.
     host.shutdown_all().await;
+    if let Some(edge) = &api_edge
+        && !edge.recordings_kept(std::time::Duration::from_secs(30)).await
+    {
+        tracing::warn!("stopping with recordings still being kept; their files are in the recordings folder");
+    }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), deliverer.round()).await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), deliver).await;

@@ -9,5 +9,6 @@ pub mod edge;
 pub mod http;
 pub mod ids;
 pub mod lifecycle;
+pub mod recording;
 pub mod training;
 pub mod webhooks;

@@ -140,25 +140,6 @@ async fn post(
     (status, location, response.text().await.unwrap())
 }
 
-/// A 16-bit mono 48 kHz WAV of a 300 Hz tone.
-fn tone_wav(path: &std::path::Path, seconds: f64) {
-    let n = (48_000.0 * seconds) as usize;
-    let mut b = Vec::new();
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + 2 * n as u32).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    for v in [16u32, 1 | (1 << 16), 48_000, 96_000, 2 | (16 << 16)] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&(2 * n as u32).to_le_bytes());
-    for i in 0..n {
-        let s = (0.4 * (2.0 * PI * 300.0 * i as f64 / 48_000.0).sin() * 32767.0) as i16;
-        b.extend_from_slice(&s.to_le_bytes());
-    }
-    std::fs::write(path, b).unwrap();
-}
-
 fn rms(pcm: &[f32]) -> f64 {
     (pcm.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / pcm.len().max(1) as f64).sqrt()
 }
@@ -174,7 +155,7 @@ async fn an_aiortc_peer_talks_and_listens_over_whip() {
     let (id, _) = f.conversation(false).await;
     let dir = tempfile::tempdir().unwrap();
     let wav = dir.path().join("mic.wav");
-    tone_wav(&wav, 6.0);
+    common::tone_wav(&wav, 300.0, 6.0);
     let respond = json!({"message_type": "conversation", "event_type": "conversation.respond",
                          "conversation_id": id, "properties": {"text": "hello"}});
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/whip_client.py");
@@ -296,23 +277,6 @@ async fn bad_joins_are_refused_clearly() {
     assert_eq!(client.delete(format!("{}{location}", f.base)).send().await.unwrap().status(), 200);
 }
 
-/// Kills a process group when dropped (also when the test fails first).
-struct Killer(u32);
-
-impl Drop for Killer {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0)]).status();
-    }
-}
-
-/// The latest `tete-stats` JSON the meeting page logged on Chromium's stderr.
-fn page_stats(line: &str) -> Option<Value> {
-    let start = line.find("tete-stats ")? + "tete-stats ".len();
-    let rest = &line[start..];
-    let end = rest.rfind("}\"").map_or(rest.len(), |i| i + 1);
-    serde_json::from_str(&rest[..end]).ok()
-}
-
 /// Headless Chromium opens the meeting page: its fake microphone (a WAV)
 /// and camera reach the server, and it decodes the replica's video and
 /// plays its audio (the page's `getStats` figures, logged to the console).
@@ -322,7 +286,7 @@ async fn chromium_joins_from_the_meeting_page() {
     let (id, _) = f.conversation(false).await;
     let dir = tempfile::tempdir().unwrap();
     let wav = dir.path().join("mic.wav");
-    tone_wav(&wav, 10.0);
+    common::tone_wav(&wav, 300.0, 10.0);
     let (status, page) = {
         let response = reqwest::get(format!("{}/c/{id}", f.base)).await.unwrap();
         (response.status().as_u16(), response.text().await.unwrap())
@@ -330,49 +294,16 @@ async fn chromium_joins_from_the_meeting_page() {
     assert_eq!(status, 200);
     assert!(page.contains("/whip") && !page.contains("https://"), "the page is self-contained");
 
-    // Its own process group: killing the group takes the renderer, GPU and
-    // utility processes with it (killing the browser alone leaves them running).
-    use std::os::unix::process::CommandExt as _;
-    let mut chromium = std::process::Command::new("chromium")
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-default-apps",
-            "--disable-features=WebRtcHideLocalIpsWithMdns,MediaRouter,OptimizationHints,Translate",
+    let (mut chromium, rx) = common::chromium(
+        dir.path(),
+        &[
             "--use-fake-ui-for-media-stream",
             "--use-fake-device-for-media-stream",
-            "--autoplay-policy=no-user-gesture-required",
-            "--allow-loopback-in-peer-connection",
-            "--enable-logging=stderr",
-            "--v=0",
-            // No name is looked up: the page is on 127.0.0.1 and nothing else may be reached.
-            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-        ])
-        .arg(format!("--use-file-for-fake-audio-capture={}", wav.display()))
-        .arg(format!("--user-data-dir={}", dir.path().join("profile").display()))
-        .arg(format!("{}/c/{id}?raw_audio=1", f.base))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .expect("chromium (scripts/setup-system.sh installs it)");
-    let group = Killer(chromium.id());
-    let stderr = chromium.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(stats) = page_stats(&line) {
-                let _ = tx.send(stats);
-            }
-        }
-    });
+            &format!("--use-file-for-fake-audio-capture={}", wav.display()),
+            &format!("{}/c/{id}?raw_audio=1", f.base),
+        ],
+        "tete-stats",
+    );
     let deadline = Instant::now() + Duration::from_secs(45);
     let mut last = Value::Null;
     while Instant::now() < deadline {
@@ -386,8 +317,7 @@ async fn chromium_joins_from_the_meeting_page() {
         }
     }
     // The browser vanishes without leaving: ICE consent stops, the edge notices.
-    drop(group);
-    let _ = chromium.wait();
+    chromium.kill();
     let killed = Instant::now();
     let gone = common::eventually(Duration::from_secs(40), || async { (f.edge.peers(&id) == 0).then_some(()) }).await;
     println!("page: {last}; the vanished peer was dropped after {:.1} s", killed.elapsed().as_secs_f64());

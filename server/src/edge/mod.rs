@@ -39,6 +39,7 @@ use tokio::sync::oneshot;
 
 use crate::api::Api;
 use crate::conversations::Signal;
+use crate::recording::{Recorder, RecordingStore};
 use messages::{ClientMessage, error_event};
 use peer::{FRAME, Peer, PeerEvent, Poll, VIDEO_OUT_FPS, VideoFrame};
 
@@ -49,11 +50,14 @@ pub struct EdgeConfig {
     pub bind_ip: IpAddr,
     /// Participants at once in one conversation.
     pub max_peers: usize,
+    /// Where the calls of conversations with `enable_recording` are kept
+    /// (without, such calls are not recorded and the join says so in the log).
+    pub recordings: Option<RecordingStore>,
 }
 
 impl Default for EdgeConfig {
     fn default() -> Self {
-        Self { bind_ip: IpAddr::from([127, 0, 0, 1]), max_peers: 1 }
+        Self { bind_ip: IpAddr::from([127, 0, 0, 1]), max_peers: 1, recordings: None }
     }
 }
 
@@ -128,6 +132,8 @@ pub struct Edge {
     config: EdgeConfig,
     media: MediaFactory,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Recordings being finished and kept (their calls have ended).
+    keeping: tokio::sync::watch::Sender<usize>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -139,7 +145,19 @@ impl std::fmt::Debug for Edge {
 impl Edge {
     pub fn new(config: EdgeConfig, media: Option<MediaFactory>) -> Arc<Self> {
         let media = media.unwrap_or_else(|| Arc::new(|_: Joining<'_>| Box::new(Silent) as Box<dyn SessionMedia>));
-        Arc::new(Self { config, media, sessions: Mutex::new(HashMap::new()) })
+        Arc::new(Self {
+            config,
+            media,
+            sessions: Mutex::new(HashMap::new()),
+            keeping: tokio::sync::watch::channel(0).0,
+        })
+    }
+
+    /// Waits (at most `timeout`) until every ended call's recording is kept
+    /// and its webhook queued; false if some are still going.
+    pub async fn recordings_kept(&self, timeout: Duration) -> bool {
+        let mut keeping = self.keeping.subscribe();
+        tokio::time::timeout(timeout, keeping.wait_for(|n| *n == 0)).await.is_ok_and(|r| r.is_ok())
     }
 
     /// Peers connected (or connecting) to `conversation`.
@@ -255,6 +273,7 @@ async fn join(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap
         }
     };
     let session = crate::ids::random_token(12);
+    let record_to = record_to(&edge, &row, &session);
     let (stop, stopped) = oneshot::channel();
     {
         let mut sessions = edge.lock();
@@ -263,11 +282,24 @@ async fn join(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap
         }
         sessions.insert(session.clone(), Session { conversation: id.clone(), stop: Some(stop) });
     }
-    let driver = Driver { peer, socket, media, conversation: id.clone(), session: session.clone() };
+    let driver =
+        Driver { peer, socket, media, record_to, recorder: None, conversation: id.clone(), session: session.clone() };
     tokio::spawn(driver.run(api.clone(), edge, stopped));
     let location = format!("/c/{id}/whip/{session}");
     (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/sdp".to_string()), (header::LOCATION, location)], answer)
         .into_response()
+}
+
+/// Where a new peer's call is recorded, when its conversation asked for it.
+fn record_to(edge: &Edge, row: &crate::db::ConversationRow, session: &str) -> Option<std::path::PathBuf> {
+    if row.document["properties"]["enable_recording"].as_bool() != Some(true) {
+        return None;
+    }
+    let Some(store) = &edge.config.recordings else {
+        tracing::warn!(conversation = %row.id, "enable_recording is set but this host keeps no recordings");
+        return None;
+    };
+    Some(store.partial(&format!("{}-{session}", row.id)))
 }
 
 async fn leave(State(api): State<Api>, Path((id, session)): Path<(String, String)>) -> Response {
@@ -291,6 +323,9 @@ struct Driver {
     peer: Peer,
     socket: UdpSocket,
     media: Box<dyn SessionMedia>,
+    /// Where the call is recorded (from when it connects), if it is.
+    record_to: Option<std::path::PathBuf>,
+    recorder: Option<Recorder>,
     conversation: String,
     session: String,
 }
@@ -313,7 +348,17 @@ impl Driver {
                         }
                     }
                     Poll::Event(PeerEvent::Closed) => break 'session,
-                    Poll::Event(event) => self.handle(&api, event, &mut connected).await,
+                    Poll::Event(event) => {
+                        let was = connected;
+                        self.handle(&api, event, &mut connected).await;
+                        if connected && !was {
+                            // Media starts now: ticks missed while connecting
+                            // would otherwise burst out, stamping the sound
+                            // ahead of the pictures for the whole call.
+                            frames.reset_immediately();
+                            video.reset_immediately();
+                        }
+                    }
                     Poll::Wait(at) => break at,
                 }
             };
@@ -329,16 +374,20 @@ impl Driver {
                 _ = tokio::time::sleep_until(deadline.into()) => self.peer.tick(Instant::now()),
                 _ = frames.tick(), if connected => {
                     let frame = self.media.next_audio().filter(|f| f.len() == FRAME).unwrap_or_else(|| vec![0.0; FRAME]);
-                    if let Err(e) = self.peer.send_audio(Instant::now(), &frame) {
-                        tracing::debug!("peer audio out: {e}");
+                    match self.peer.send_audio(Instant::now(), &frame) {
+                        Ok(Some(at)) => if let Some(r) = &self.recorder { r.replica_audio(at, &frame) },
+                        Ok(None) => {}
+                        Err(e) => tracing::debug!("peer audio out: {e}"),
                     }
                 }
                 _ = video.tick(), if connected => {
                     if let Some(frame) = self.media.next_video() {
                         // Encoding takes milliseconds: off the async threads.
                         let sent = tokio::task::block_in_place(|| self.peer.send_video(Instant::now(), &frame));
-                        if let Err(e) = sent {
-                            tracing::debug!("peer video out: {e}");
+                        match sent {
+                            Ok(Some(encoded)) => if let Some(r) = &self.recorder { r.video(encoded) },
+                            Ok(None) => {}
+                            Err(e) => tracing::debug!("peer video out: {e}"),
                         }
                     }
                 }
@@ -349,16 +398,35 @@ impl Driver {
             self.media.presence(false);
             api.host.signal(&self.conversation, Signal::ParticipantLeft).await;
         }
+        if let (Some(recorder), Some(store)) = (self.recorder.take(), edge.config.recordings.clone()) {
+            edge.keeping.send_modify(|n| *n += 1);
+            let name = format!("{}-{}", self.conversation, self.session);
+            keep(&api, &store, recorder, &self.conversation, &name).await;
+            edge.keeping.send_modify(|n| *n -= 1);
+        }
     }
 
     async fn handle(&mut self, api: &Api, event: PeerEvent, connected: &mut bool) {
         match event {
             PeerEvent::Connected => {
                 *connected = true;
+                if let Some(path) = self.record_to.take() {
+                    match Recorder::start(path) {
+                        Ok(recorder) => self.recorder = Some(recorder),
+                        Err(e) => {
+                            tracing::error!(conversation = %self.conversation, "the call cannot be recorded: {e}")
+                        }
+                    }
+                }
                 self.media.presence(true);
                 api.host.signal(&self.conversation, Signal::ParticipantJoined).await;
             }
-            PeerEvent::Audio(pcm) => self.media.heard(&pcm),
+            PeerEvent::Audio(pcm) => {
+                if let (Some(r), Some(at)) = (&self.recorder, self.peer.media_time(Instant::now())) {
+                    r.heard(at, &pcm);
+                }
+                self.media.heard(&pcm);
+            }
             PeerEvent::Video(frame) => self.media.seen(&frame),
             PeerEvent::Data(text) => match messages::parse(&text, &self.conversation) {
                 Ok(message) => self.media.message(message),
@@ -369,4 +437,62 @@ impl Driver {
             PeerEvent::Closed => {}
         }
     }
+}
+
+/// Finishes a call's recording, keeps it, and queues
+/// `application.recording_ready`.
+async fn keep(api: &Api, store: &RecordingStore, recorder: Recorder, conversation: &str, name: &str) {
+    let recorded = match tokio::task::spawn_blocking(move || recorder.finish()).await {
+        Ok(Ok(recorded)) => recorded,
+        Ok(Err(e)) => {
+            tracing::error!(conversation, "the call's recording could not be written: {e}");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(conversation, "the call's recording stopped: {e}");
+            return;
+        }
+    };
+    let stored = match store.keep(&recorded, conversation, name).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            tracing::error!(conversation, "the recording {} could not be kept: {e}", recorded.path.display());
+            return;
+        }
+    };
+    tracing::info!(
+        conversation,
+        "recorded {:.1} s ({} bytes, {} pictures) to {}",
+        recorded.duration,
+        recorded.bytes,
+        recorded.video_frames,
+        stored.uri
+    );
+    let properties = |row: &crate::db::ConversationRow| {
+        serde_json::json!({
+            "replica_id": row.replica_id,
+            "storage_provider": stored.provider,
+            "storage_uri": stored.uri,
+            "duration": (recorded.duration * 100.0).round() / 100.0,
+        })
+    };
+    // Storage may fail for a moment: the webhook is worth a few tries.
+    let mut delay = Duration::from_millis(200);
+    for _ in 0..8 {
+        let queued = match api.db().conversation(conversation).await {
+            Ok(Some(row)) => api.host.emit(&row, "application.recording_ready", properties(&row)).await,
+            Ok(None) => {
+                tracing::warn!(conversation, "recording kept at {}, but the conversation is gone", stored.uri);
+                return;
+            }
+            Err(e) => Err(e),
+        };
+        match queued {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(conversation, "queueing application.recording_ready (retrying): {e}"),
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
+    tracing::error!(conversation, "application.recording_ready was not queued; the recording is at {}", stored.uri);
 }

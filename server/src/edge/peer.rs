@@ -93,10 +93,22 @@ impl VideoFrame {
     fn is_valid(&self) -> bool {
         self.width >= 16
             && self.height >= 16
-            && self.width % 2 == 0
-            && self.height % 2 == 0
+            && self.width.is_multiple_of(2)
+            && self.height.is_multiple_of(2)
             && self.i420.len() == self.width * self.height * 3 / 2
     }
+}
+
+/// A frame of the replica's video as it went out: H.264 (Annex B) and its
+/// place on the media clock.
+#[derive(Debug, Clone)]
+pub struct EncodedFrame {
+    pub at: Duration,
+    pub width: usize,
+    pub height: usize,
+    pub annex_b: Vec<u8>,
+    /// An IDR picture: decoding can start here.
+    pub keyframe: bool,
 }
 
 /// What a peer tells the session.
@@ -406,14 +418,14 @@ impl Peer {
         }
     }
 
-    /// Sends one 20 ms frame (960 samples at 48 kHz) of the replica's audio.
-    /// Before the connection is up, or without an outgoing audio track,
-    /// it does nothing.
-    pub fn send_audio(&mut self, now: Instant, frame: &[f32]) -> Result<(), PeerError> {
-        let Some(out) = self.audio_out.as_mut() else { return Ok(()) };
-        let Some(writer) = self.rtc.writer(out.mid) else { return Ok(()) };
+    /// Sends one 20 ms frame (960 samples at 48 kHz) of the replica's audio,
+    /// and says where on the media clock it went. Before the connection is
+    /// up, or without an outgoing audio track, it does nothing (`None`).
+    pub fn send_audio(&mut self, now: Instant, frame: &[f32]) -> Result<Option<Duration>, PeerError> {
+        let Some(out) = self.audio_out.as_mut() else { return Ok(None) };
+        let Some(writer) = self.rtc.writer(out.mid) else { return Ok(None) };
         let Some(pt) = writer.payload_params().find(|p| p.spec().codec == Codec::Opus).map(|p| p.pt()) else {
-            return Ok(());
+            return Ok(None);
         };
         let mut packet = [0u8; 1500];
         let n = out.encoder.encode_float(frame, &mut packet)?;
@@ -424,19 +436,21 @@ impl Peer {
         let wallclock = started + Duration::from_micros(out.clock * 1_000_000 / u64::from(OPUS_RATE));
         let rtp = MediaTime::new(offset + out.clock, Frequency::FORTY_EIGHT_KHZ);
         writer.write(pt, wallclock, rtp, packet[..n].to_vec())?;
+        let at = Duration::from_micros((offset + out.clock) * 1_000_000 / u64::from(OPUS_RATE));
         out.clock += frame.len() as u64;
-        Ok(())
+        Ok(Some(at))
     }
 
-    /// Sends one frame of the replica's video (call at [`VIDEO_OUT_FPS`]).
-    /// Before the connection is up, or without an outgoing video track, it
-    /// does nothing; a frame that is not even-sized I420 is an error.
-    pub fn send_video(&mut self, now: Instant, frame: &VideoFrame) -> Result<(), PeerError> {
-        let Some(out) = self.video_out.as_mut() else { return Ok(()) };
+    /// Sends one frame of the replica's video (call at [`VIDEO_OUT_FPS`])
+    /// and gives back what was sent. Before the connection is up, or
+    /// without an outgoing video track, it does nothing (`None`); a frame
+    /// that is not even-sized I420 is an error.
+    pub fn send_video(&mut self, now: Instant, frame: &VideoFrame) -> Result<Option<EncodedFrame>, PeerError> {
+        let Some(out) = self.video_out.as_mut() else { return Ok(None) };
         if !frame.is_valid() {
             return Err(PeerError::Video(format!("{frame:?} is not packed I420 of even size ≥ 16")));
         }
-        let Some(writer) = self.rtc.writer(out.mid) else { return Ok(()) };
+        let Some(writer) = self.rtc.writer(out.mid) else { return Ok(None) };
         let h264: Vec<_> = writer.payload_params().filter(|p| p.spec().codec == Codec::H264).collect();
         // Constrained baseline, packetization mode 1 (what openh264 makes), if offered.
         let chosen = h264
@@ -446,7 +460,7 @@ impl Peer {
             })
             .or_else(|| h264.iter().find(|p| p.spec().format.packetization_mode == Some(1)))
             .or(h264.first());
-        let Some(pt) = chosen.map(|p| p.pt()) else { return Ok(()) };
+        let Some(pt) = chosen.map(|p| p.pt()) else { return Ok(None) };
         let size = (frame.width, frame.height);
         // A new size, or a bitrate 30 % off the target (at most every 2 s:
         // openh264 is remade, which starts with a keyframe).
@@ -470,20 +484,29 @@ impl Peer {
             out.encoder = Some((frame.width, frame.height, out.target_bps, now, encoder));
             out.keyframe = true;
         }
-        let Some((_, _, _, _, encoder)) = out.encoder.as_mut() else { return Ok(()) };
+        let Some((_, _, _, _, encoder)) = out.encoder.as_mut() else { return Ok(None) };
         if std::mem::take(&mut out.keyframe) {
             encoder.force_intra_frame();
         }
         let yuv = openh264::formats::YUVBuffer::from_vec(frame.i420.clone(), frame.width, frame.height);
-        let bitstream = encoder.encode(&yuv).map_err(|e| PeerError::Video(e.to_string()))?.to_vec();
+        let encoded = encoder.encode(&yuv).map_err(|e| PeerError::Video(e.to_string()))?;
+        let keyframe = encoded.frame_type() == openh264::encoder::FrameType::IDR;
+        let bitstream = encoded.to_vec();
         let epoch = *self.epoch.get_or_insert(now);
         let at = now.saturating_duration_since(epoch);
         let rtp = MediaTime::new(at.as_micros() as u64 * 90 / 1_000, Frequency::NINETY_KHZ);
         out.frames += 1;
-        if !bitstream.is_empty() {
-            writer.write(pt, now, rtp, bitstream)?;
+        if bitstream.is_empty() {
+            return Ok(None);
         }
-        Ok(())
+        writer.write(pt, now, rtp, bitstream.clone())?;
+        Ok(Some(EncodedFrame { at, width: frame.width, height: frame.height, annex_b: bitstream, keyframe }))
+    }
+
+    /// Where `now` falls on the media clock of what this peer sends (`None`
+    /// before its first media went out).
+    pub fn media_time(&self, now: Instant) -> Option<Duration> {
+        self.epoch.map(|epoch| now.saturating_duration_since(epoch))
     }
 
     /// The bitrate the video encoder runs at (after congestion control).

@@ -268,3 +268,97 @@ pub fn serve(args: &[&str]) -> Server {
     std::thread::spawn(move || for _ in lines {});
     Server { child, base }
 }
+
+/// A 16-bit mono 48 kHz WAV of a `hz` tone.
+pub fn tone_wav(path: &std::path::Path, hz: f64, seconds: f64) {
+    let n = (48_000.0 * seconds) as usize;
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + 2 * n as u32).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    for v in [16u32, 1 | (1 << 16), 48_000, 96_000, 2 | (16 << 16)] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&(2 * n as u32).to_le_bytes());
+    for i in 0..n {
+        let s = (0.4 * (std::f64::consts::TAU * hz * i as f64 / 48_000.0).sin() * 32767.0) as i16;
+        b.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// Headless Chromium in its own process group; the group (renderer, GPU
+/// and utility processes too) is killed when this is dropped, also when
+/// the test fails first.
+pub struct Chromium(std::process::Child);
+
+impl Chromium {
+    pub fn kill(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0.id())]).status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts headless Chromium with a profile in `dir` and `args` (flags and
+/// the URL); the JSON that pages log to the console after `tag` comes out
+/// of the receiver. It resolves no names: nothing beyond 127.0.0.1 may be
+/// reached.
+pub fn chromium(
+    dir: &std::path::Path,
+    args: &[&str],
+    tag: &'static str,
+) -> (Chromium, std::sync::mpsc::Receiver<serde_json::Value>) {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt as _;
+    let mut child = std::process::Command::new("chromium")
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-default-apps",
+            "--disable-features=WebRtcHideLocalIpsWithMdns,MediaRouter,OptimizationHints,Translate",
+            "--autoplay-policy=no-user-gesture-required",
+            "--allow-loopback-in-peer-connection",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("chromium (scripts/setup-system.sh installs it)");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(value) = console_json(&line, tag) {
+                let _ = tx.send(value);
+            }
+        }
+    });
+    (Chromium(child), rx)
+}
+
+/// The JSON a page logged to the console after `tag` (Chromium's stderr
+/// wraps it as `"tag {...}", source: ...`).
+fn console_json(line: &str, tag: &str) -> Option<serde_json::Value> {
+    let start = line.find(tag)? + tag.len() + 1;
+    let rest = line.get(start..)?;
+    let end = rest.rfind("}\"").map_or(rest.len(), |i| i + 1);
+    serde_json::from_str(&rest[..end]).ok()
+}
