@@ -2,7 +2,8 @@
 //! rendered with idle motion and some talking, encoded with openh264 and
 //! muxed with the `mp4` crate) go through `VideoReplica::from_mp4` with the
 //! real BlazeFace and FaceMesh. A good video gives a portrait with one
-//! closed-mouthed face from its still half; short, moving, faceless and
+//! closed-mouthed face from its still half, and its talking half teaches
+//! the replica the mouth shapes it shows; short, moving, faceless and
 //! unreadable videos are refused with the matching error.
 
 mod common;
@@ -15,9 +16,12 @@ use common::{missing, model_dir, model_path};
 use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, Profile};
 use openh264::formats::{RgbSliceU8, YUVBuffer};
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use tete_engine::face::animate::{Idle, idle_frame};
+use tete_engine::face::animate::{Idle, VisemeTrack, idle_frame, viseme_shape};
 use tete_engine::face::video::{VideoReplica, VideoReplicaConfig};
-use tete_engine::face::{BlazeFace, FaceMesh, MouthShape, Pose, Replica, ReplicaConfig, ReplicaError, Rig, render_cpu};
+use tete_engine::face::{
+    BlazeFace, FaceMesh, LearnedMouth, MouthShape, Pose, Replica, ReplicaConfig, ReplicaError, Rig, render_cpu,
+};
+use tete_engine::tts::viseme::{Viseme, VisemeEvent};
 
 const SIZE: usize = 256;
 const FPS: u32 = 25;
@@ -41,16 +45,27 @@ fn astronaut(detector: &BlazeFace, mesher: &FaceMesh) -> Replica {
 /// for the first two seconds, then talking (the jaw opening 3.3 times a
 /// second, out of step with the 5 frames a second measured); each frame moved sideways by `shift(t)` pixels.
 fn render(replica: &Replica, seconds: f32, shift: impl Fn(f64) -> f64) -> Vec<Vec<u8>> {
+    let jaw = |t: f64| {
+        let open = 0.9 * (0.5 - 0.5 * (std::f64::consts::TAU * 3.3 * (t - 2.0)).cos()) as f32;
+        if t >= 2.0 { MouthShape { open, wide: 0.2, round: 0.0 } } else { MouthShape::default() }
+    };
+    film(replica, seconds, jaw, shift)
+}
+
+/// `seconds` of the replica at [`FPS`] with idle life and the mouth
+/// `mouth(t)`, each frame moved sideways by `shift(t)` pixels.
+fn film(
+    replica: &Replica,
+    seconds: f32,
+    mouth: impl Fn(f64) -> MouthShape,
+    shift: impl Fn(f64) -> f64,
+) -> Vec<Vec<u8>> {
     let rig = Rig::new(replica);
     let mut idle = Idle::new(7);
     (0..(seconds * FPS as f32).round() as usize)
         .map(|i| {
             let t = i as f64 / f64::from(FPS);
-            let mut pose = idle.pose_at(t, 1.0);
-            if t >= 2.0 {
-                let open = 0.9 * (0.5 - 0.5 * (std::f64::consts::TAU * 3.3 * (t - 2.0)).cos()) as f32;
-                pose.mouth = MouthShape { open, wide: 0.2, round: 0.0 };
-            }
+            let pose = Pose { mouth: mouth(t), ..idle.pose_at(t, 1.0) };
             let rgba = render_cpu(replica, &rig, &pose).expect("render");
             let dx = shift(t).round() as isize;
             let mut rgb = Vec::with_capacity(SIZE * SIZE * 3);
@@ -242,6 +257,134 @@ fn a_still_then_talking_video_gives_a_portrait_from_its_still_part() {
     let rendered = render_cpu(frame, &Rig::new(frame), &open).unwrap();
     let changed = rendered.iter().zip(&frame.portrait).filter(|(a, b)| a != b).count();
     assert!(changed > 2000, "an open mouth changes {changed} pixels of an idle frame");
+}
+
+/// The astronaut still, then from 2.4 s saying Aa, U, I and PP in turn
+/// (0.44 s each, out of step with the 5 frames a second measured) with
+/// the coarticulation of [`VisemeTrack`] (which starts opening the mouth
+/// a little before), until `seconds`.
+fn training_video(replica: &Replica, seconds: f32) -> Vec<Vec<u8>> {
+    let cycle = [Viseme::Aa, Viseme::U, Viseme::I, Viseme::PP];
+    let start = |k: usize| 2.4 + k as f64 * 0.44;
+    let events = (0..((f64::from(seconds) - 2.4) / 0.44) as usize)
+        .map(|k| VisemeEvent { viseme: cycle[k % 4], start: start(k), end: start(k + 1) })
+        .collect();
+    let track = VisemeTrack::new(events);
+    film(replica, seconds, |t| track.shape_at(t), |_| 0.0)
+}
+
+/// The gap between the inner lips' middles (13, 14) that FaceMesh sees
+/// in a rendered RGBA frame, in pixels.
+fn lip_gap(detector: &BlazeFace, mesher: &FaceMesh, rgba: &[u32], size: u32) -> f32 {
+    let bytes = rgba.iter().flat_map(|p| p.to_le_bytes()[..3].to_vec()).collect();
+    let image = image::RgbImage::from_raw(size, size, bytes).unwrap();
+    let faces = detector.detect(&image).unwrap();
+    assert_eq!(faces.len(), 1, "one face in the rendered frame");
+    let mesh = mesher.landmarks(&image, &faces[0]).unwrap();
+    let (a, b) = (mesh.points[13], mesh.points[14]);
+    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
+}
+
+/// Landmarks of the four lip lines, corner to corner.
+const LIP_LINES: [usize; 40] = [
+    61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 146, 91, 181, 84, 17, 314, 405, 321, 375, 78, 191, 80, 81, 82, 13,
+    312, 311, 310, 415, 308, 95, 88, 178, 87, 14, 317, 402, 318, 324,
+];
+
+fn face_height(l: &[[f32; 2]]) -> f32 {
+    ((l[10][0] - l[152][0]).powi(2) + (l[10][1] - l[152][1]).powi(2)).sqrt()
+}
+
+/// Where a learned shape moves a landmark, in face heights.
+fn moved(shape: &LearnedMouth, landmark: usize) -> [f32; 2] {
+    shape.moves.iter().find(|(i, _)| *i == landmark).unwrap_or_else(|| panic!("landmark {landmark} learned")).1
+}
+
+#[test]
+fn a_talking_video_teaches_the_replica_its_mouth_shapes() {
+    let (detector, mesher) = models();
+    let replica = astronaut(&detector, &mesher);
+    let file = mp4(&training_video(&replica, 6.4));
+    let video = build(&detector, &mesher, &file).expect("a good video");
+    let mouths = &video.replica.mouths;
+    let speaking = video.frames.iter().filter(|f| f.speaking.is_some()).count();
+    eprintln!("{speaking} of {} frames speaking; still {:?} s", video.frames.len(), video.still_segment);
+    for shape in &mouths.shapes {
+        let (s, target) = (shape.shape, viseme_shape(shape.viseme).0);
+        eprintln!(
+            "{:?} from {} frames: ({:.2}, {:.2}, {:.2}), target ({:.2}, {:.2}, {:.2}); lower lip drop {:.3}",
+            shape.viseme,
+            shape.frames,
+            s.open,
+            s.wide,
+            s.round,
+            target.open,
+            target.wide,
+            target.round,
+            moved(shape, 14)[1],
+        );
+    }
+    // The talking part is speech, the still seconds are not.
+    assert!(video.frames.iter().filter(|f| f.time < 2.0).all(|f| f.speaking.is_none()), "no speech before 2 s");
+    assert!(speaking >= 15, "{speaking} frames of speech in 4 s at 5 a second");
+
+    // The open, closed, round and wide mouths shown are learned. FaceMesh
+    // sees the rendered U as the rig's half-round mouth, nearer CH and RR
+    // than U, and I as half-wide: a round and a wide viseme of each kind.
+    let learned = |family: &[Viseme]| {
+        family.iter().find_map(|&v| mouths.get(v)).unwrap_or_else(|| panic!("none of {family:?} learned"))
+    };
+    let (aa, pp) = (learned(&[Viseme::Aa]), learned(&[Viseme::PP]));
+    let round = learned(&[Viseme::U, Viseme::O, Viseme::CH, Viseme::RR]);
+    let wide = learned(&[Viseme::I, Viseme::E, Viseme::SS]);
+    assert!(aa.shape.open > 0.7 && pp.shape.open < 0.15, "Aa {:?}, PP {:?}", aa.shape, pp.shape);
+    assert!(round.shape.round > 0.3 && wide.shape.wide > 0.2, "round {:?}, wide {:?}", round.shape, wide.shape);
+    // Aa drops the lower lip (0.09 face heights as rendered, about two
+    // thirds of that as FaceMesh sees it); PP does not.
+    let (aa_drop, pp_drop) = (moved(aa, 14)[1], moved(pp, 14)[1]);
+    assert!(aa_drop > pp_drop + 0.03, "lower lip drop: Aa {aa_drop:.3}, PP {pp_drop:.3}");
+    // The round mouth is narrower than the wide one: the lips' stretch
+    // about the mouth's middle, fitted over the four lip lines.
+    let (rest, centre) =
+        (&video.replica.landmarks, (video.replica.landmarks[61][0] + video.replica.landmarks[291][0]) / 2.0);
+    let stretch = |s: &LearnedMouth| {
+        let (along, norm) = s.moves.iter().filter(|(i, _)| LIP_LINES.contains(i)).fold((0.0, 0.0), |(a, n), (i, d)| {
+            let x = rest[*i][0] - centre;
+            (a + d[0] * x, n + x * x)
+        });
+        along * face_height(rest) / norm
+    };
+    let (narrow, broad) = (stretch(round), stretch(wide));
+    eprintln!("stretch: {:?} {narrow:.3}, {:?} {broad:.3}", round.viseme, wide.viseme);
+    assert!(narrow + 0.02 < broad, "{:?} stretches the lips {narrow:.3}, {:?} {broad:.3}", round.viseme, wide.viseme);
+
+    // Rendered with its learned shapes, the replica opens for Aa and closes for PP.
+    let built = &video.replica;
+    let rig = Rig::new(built);
+    let at = |v: Viseme| {
+        let frame = render_cpu(built, &rig, &Pose { mouth: viseme_shape(v).0, ..Pose::default() }).unwrap();
+        lip_gap(&detector, &mesher, &frame, built.size)
+    };
+    let (open, closed) = (at(Viseme::Aa), at(Viseme::PP));
+    eprintln!("rendered lip gap: Aa {open:.1} px, PP {closed:.1} px");
+    assert!(open > closed + 10.0, "lip gap: Aa {open:.1} px, PP {closed:.1} px");
+
+    // Saved and loaded, the portrait and every idle frame keep them.
+    let dir = tempfile::tempdir().unwrap();
+    built.save(dir.path()).unwrap();
+    let back = Replica::load(dir.path()).unwrap();
+    assert_eq!(&back.mouths, mouths);
+    assert!(!back.idle.is_empty() && back.idle.iter().all(|f| &f.mouths == mouths), "idle frames keep the shapes");
+}
+
+#[test]
+fn a_video_without_talking_teaches_no_mouth_shapes() {
+    let (detector, mesher) = models();
+    let replica = astronaut(&detector, &mesher);
+    let file = mp4(&film(&replica, 4.0, |_| MouthShape::default(), |_| 0.0));
+    let video = build(&detector, &mesher, &file).expect("a good video");
+    assert!(video.frames.iter().all(|f| f.speaking.is_none()), "no speech: {:?}", video.frames);
+    assert!(video.replica.mouths.is_empty(), "learned {:?}", video.replica.mouths);
 }
 
 /// Phones store portrait video as landscape frames and a display matrix

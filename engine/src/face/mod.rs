@@ -42,6 +42,7 @@ pub use blazeface::{BlazeFace, BoundingBox, Detection, DetectorConfig, Keypoint,
 pub use facemesh::{FaceMesh, LANDMARKS, Mesh};
 pub use replica::{Replica, ReplicaConfig, ReplicaError};
 pub use rig::{HeadPose, MouthShape, Pose, Rig};
+pub use video::{LearnedMouth, LearnedMouths};
 
 /// Renders one frame of `replica` in `pose` on the CPU (the reference the
 /// GPU renderers are compared with): RGBA8, R in the low byte.

@@ -7,6 +7,7 @@ use std::path::Path;
 use image::imageops::{self, FilterType};
 use serde::{Deserialize, Serialize};
 
+use super::video::LearnedMouths;
 use super::{BlazeFace, FaceError, FaceMesh, LANDMARKS, RgbImage};
 
 /// How a replica is framed and what a usable photo is.
@@ -49,8 +50,18 @@ pub enum ReplicaError {
     TooMuchMotion { motion: f32 },
     #[error("replica files in {path}: {reason}")]
     Files { path: String, reason: String },
+    /// Boxed: the face models' errors are large, and every result of
+    /// this module would carry their size.
     #[error(transparent)]
-    Face(#[from] FaceError),
+    Face(Box<FaceError>),
+    #[error("rendering the replica: {0}")]
+    Render(#[from] tete_kernels::KernelError),
+}
+
+impl From<FaceError> for ReplicaError {
+    fn from(e: FaceError) -> Self {
+        Self::Face(Box::new(e))
+    }
 }
 
 /// What the renderer needs of a person: the framed portrait and its mesh.
@@ -66,6 +77,10 @@ pub struct Replica {
     /// and listening, framed exactly as the portrait, each with its own
     /// landmarks (and no loop of its own). Empty for a photo.
     pub idle: Vec<Replica>,
+    /// Mouth shapes learned from a video's talking part, in face heights,
+    /// so the same for the portrait and every idle frame (each carries a
+    /// copy). Empty for a photo: the rig's parametric mouth alone.
+    pub mouths: LearnedMouths,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -75,6 +90,9 @@ struct RigFile {
     /// Landmarks of each idle-loop frame (`idle/NNN.png`).
     #[serde(default)]
     idle: Vec<Vec<[f32; 2]>>,
+    /// Learned mouth shapes (absent in replicas made before they existed).
+    #[serde(default)]
+    mouths: LearnedMouths,
 }
 
 /// Where a head-and-shoulders square lies in a source picture: fixed from
@@ -107,6 +125,11 @@ impl Framing {
         }
     }
 
+    /// Side of the square in the source picture's pixels.
+    pub(crate) fn side(&self) -> u32 {
+        self.side
+    }
+
     /// Crops and scales a picture and moves its landmarks with it.
     pub(crate) fn apply(&self, photo: &RgbImage, points: &[[f32; 2]]) -> Replica {
         let crop = imageops::crop_imm(photo, self.x0 as u32, self.y0 as u32, self.side, self.side).to_image();
@@ -117,6 +140,7 @@ impl Framing {
             portrait: scaled.pixels().map(|p| u32::from_le_bytes([p[0], p[1], p[2], 255])).collect(),
             landmarks: points.iter().map(|&[x, y]| [(x - self.x0) * scale, (y - self.y0) * scale]).collect(),
             idle: Vec::new(),
+            mouths: LearnedMouths::default(),
         }
     }
 }
@@ -159,6 +183,14 @@ impl Replica {
         Framing::around(points, photo.width(), photo.height(), config).apply(photo, points)
     }
 
+    /// Gives the portrait and every idle frame these learned mouth shapes.
+    pub fn set_mouths(&mut self, mouths: LearnedMouths) {
+        for frame in &mut self.idle {
+            frame.mouths = mouths.clone();
+        }
+        self.mouths = mouths;
+    }
+
     /// The portrait as an image (for saving and inspection).
     pub fn portrait_image(&self) -> RgbImage {
         let bytes: Vec<u8> = self.portrait.iter().flat_map(|p| p.to_le_bytes()[..3].to_vec()).collect();
@@ -177,7 +209,7 @@ impl Replica {
             frame.portrait_image().save(dir.join(idle_file(k))).map_err(|e| files(e.to_string()))?;
         }
         let idle = self.idle.iter().map(|f| f.landmarks.clone()).collect();
-        let rig = RigFile { size: self.size, landmarks: self.landmarks.clone(), idle };
+        let rig = RigFile { size: self.size, landmarks: self.landmarks.clone(), idle, mouths: self.mouths.clone() };
         let json = serde_json::to_vec(&rig).map_err(|e| files(e.to_string()))?;
         std::fs::write(dir.join("rig.json"), json).map_err(|e| files(e.to_string()))
     }
@@ -191,6 +223,11 @@ impl Replica {
         if rig.landmarks.len() != LANDMARKS || rig.size == 0 || !rig.size.is_multiple_of(8) {
             return Err(files(format!("rig.json has {} landmarks at size {}", rig.landmarks.len(), rig.size)));
         }
+        if let Some(bad) =
+            rig.mouths.shapes.iter().find(|s| s.moves.iter().chain(&s.parametric).any(|(i, _)| *i >= LANDMARKS))
+        {
+            return Err(files(format!("the learned {:?} mouth moves a landmark past {LANDMARKS}", bad.viseme)));
+        }
         let read = |name: &str| {
             let image = image::open(dir.join(name)).map_err(|e| files(format!("{name}: {e}")))?;
             if image.width() != rig.size || image.height() != rig.size {
@@ -203,9 +240,24 @@ impl Replica {
             if landmarks.len() != LANDMARKS {
                 return Err(files(format!("idle frame {k} has {} landmarks", landmarks.len())));
             }
-            idle.push(Replica { size: rig.size, portrait: read(&idle_file(k))?, landmarks, idle: Vec::new() });
+            let portrait = read(&idle_file(k))?;
+            idle.push(Replica {
+                size: rig.size,
+                portrait,
+                landmarks,
+                idle: Vec::new(),
+                mouths: LearnedMouths::default(),
+            });
         }
-        Ok(Self { size: rig.size, portrait: read("portrait.png")?, landmarks: rig.landmarks, idle })
+        let mut replica = Self {
+            size: rig.size,
+            portrait: read("portrait.png")?,
+            landmarks: rig.landmarks,
+            idle,
+            mouths: LearnedMouths::default(),
+        };
+        replica.set_mouths(rig.mouths);
+        Ok(replica)
     }
 }
 

@@ -4,11 +4,15 @@
 //!
 //! Displacements are built in the portrait's pixels from the replica's own
 //! proportions (face height, mouth and eye sizes), so one pose means the
-//! same on any face and at any frame size.
+//! same on any face and at any frame size. A replica made from a video
+//! also brings the mouth shapes its talking part showed: near each one's
+//! shape the mouth is pulled towards it (see `Rig::mouth`).
 
+use serde::{Deserialize, Serialize};
 use tete_kernels::warp::{self, HEADER, LID_POINTS, MAX_POINTS, POINT_WORDS, RECORD_WORDS};
 
 use super::replica::Replica;
+use super::video::LearnedMouths;
 
 pub const FOREHEAD: usize = 10;
 pub const CHIN: usize = 152;
@@ -41,6 +45,18 @@ const JAW: [(usize, f32); 19] = [
     (172, 0.1),
     (397, 0.1),
 ];
+/// The lip lines, each between its corners, with how far it follows the
+/// jaw at its middle (a) and how much less at its ends (b), and its reach
+/// in mouth widths. The upper lip's inner edge stays on the upper teeth:
+/// raising it would open a strip the portrait has no teeth for.
+const LIP_LINES: [(&[usize; 11], f32, f32, f32); 4] = [
+    (&UPPER_INNER, 0.0, 0.0, 0.16),
+    (&LOWER_INNER, 1.0, 0.55, 0.16),
+    (&UPPER_OUTER, -0.03, -0.015, 0.2),
+    (&LOWER_OUTER, 0.95, 0.5, 0.2),
+];
+/// The mouth's corners, outer and inner.
+const CORNERS: [usize; 4] = [61, 291, 78, 308];
 /// Points that stay put while the mouth moves.
 const NOSE_ANCHORS: [usize; 5] = [2, 98, 327, 164, 1];
 /// Each eye: upper lid, lower lid, outer and inner corner.
@@ -55,7 +71,7 @@ pub const FACE_OVAL: [usize; 36] = [
 
 /// The mouth: `open` 0 (lips together) to 1 (wide open jaw), `wide` 0–1
 /// (lips spread, as in "ee"), `round` 0–1 (lips pursed, as in "oo").
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct MouthShape {
     pub open: f32,
     pub wide: f32,
@@ -68,6 +84,20 @@ impl MouthShape {
             open: self.open + (other.open - self.open) * t,
             wide: self.wide + (other.wide - self.wide) * t,
             round: self.round + (other.round - self.round) * t,
+        }
+    }
+
+    /// Euclidean distance over (open, wide, round).
+    pub fn distance(self, other: MouthShape) -> f32 {
+        ((self.open - other.open).powi(2) + (self.wide - other.wide).powi(2) + (self.round - other.round).powi(2))
+            .sqrt()
+    }
+
+    fn clamped(self) -> MouthShape {
+        MouthShape {
+            open: self.open.clamp(0.0, 1.0),
+            wide: self.wide.clamp(0.0, 1.0),
+            round: self.round.clamp(0.0, 1.0),
         }
     }
 }
@@ -107,6 +137,24 @@ pub struct Rig {
     eyes: [(f32, f32); 2],
     head_centre: [f32; 2],
     ellipse: [f32; 4],
+    /// Mouth shapes learned from a video, each as where it was seen and
+    /// how it differs from the parametric mouth there (portrait pixels,
+    /// one entry per landmark). Empty for a photo.
+    learned: Vec<(MouthShape, Vec<[f32; 2]>)>,
+}
+
+/// Width of the kernel that blends learned shapes, in (open, wide,
+/// round) distance: a learned shape fades to almost nothing 0.4 away.
+const LEARNED_SIGMA: f32 = 0.12;
+/// The parametric mouth's own weight in the blend, so that far from
+/// every learned shape the mouth is the parametric one, and at a learned
+/// shape's descriptor it is 1 / (1 + 0.05) of the way to it.
+const NO_EXAMPLE: f32 = 0.05;
+
+/// The landmarks [`Rig`] moves for the mouth: each lip line between its
+/// corners, the corners, and the jaw.
+pub(crate) fn mouth_landmarks() -> impl Iterator<Item = usize> {
+    LIP_LINES.iter().flat_map(|(line, ..)| line[1..10].iter().copied()).chain(CORNERS).chain(JAW.map(|(i, _)| i))
 }
 
 fn dist(a: [f32; 2], b: [f32; 2]) -> f32 {
@@ -122,6 +170,13 @@ struct Point {
 
 impl Rig {
     pub fn new(replica: &Replica) -> Self {
+        let mut rig = Self::parametric(replica);
+        rig.learned = rig.learn(&replica.mouths);
+        rig
+    }
+
+    /// The rig of the replica's proportions alone.
+    fn parametric(replica: &Replica) -> Self {
         let p = replica.landmarks.clone();
         let (l, r) = (p[61], p[291]);
         let eyes = EYES.map(|(upper, lower, outer, inner)| (dist(p[outer], p[inner]), dist(p[upper[3]], p[lower[3]])));
@@ -141,7 +196,29 @@ impl Rig {
             head_centre: p[1],
             ellipse: [(x0 + x1) / 2.0, (y0 + y1) / 2.0, (x1 - x0) / 2.0 * 1.2, (y1 - y0) / 2.0 * 1.15],
             points: p,
+            learned: Vec::new(),
         }
+    }
+
+    /// Each learned shape as its descriptor and how far the person's
+    /// mouth there differs from the parametric one as the same eyes saw
+    /// both (FaceMesh on the video, FaceMesh on the rig's rendering), per
+    /// landmark in portrait pixels.
+    fn learn(&self, mouths: &LearnedMouths) -> Vec<(MouthShape, Vec<[f32; 2]>)> {
+        let h = self.face_height;
+        mouths
+            .shapes
+            .iter()
+            .map(|learned| {
+                let mut residual = vec![[0.0f32; 2]; self.points.len()];
+                for (&(i, seen), &(j, rig)) in learned.moves.iter().zip(&learned.parametric) {
+                    if i == j && i < residual.len() {
+                        residual[i] = [(seen[0] - rig[0]) * h, (seen[1] - rig[1]) * h];
+                    }
+                }
+                (learned.shape.clamped(), residual)
+            })
+            .collect()
     }
 
     /// The portrait-pixel jaw drop of a fully open mouth.
@@ -153,7 +230,48 @@ impl Rig {
         self.face_height
     }
 
+    /// The mouth's control points for `m`: the parametric mouth, pulled
+    /// towards the learned shapes near `m` by a normalised Gaussian kernel
+    /// on the distance to each one's descriptor (with the parametric mouth
+    /// as one more, constant, term), so it is continuous in `m`, close to
+    /// a learned shape at its descriptor and parametric far from them all.
+    /// The lower inner lip never rises above the upper one (by more than
+    /// it does at rest).
     fn mouth(&self, m: MouthShape) -> Vec<Point> {
+        let mut out = self.parametric_mouth(m);
+        if !self.learned.is_empty() {
+            let m = m.clamped();
+            let kernel: Vec<f32> = self
+                .learned
+                .iter()
+                .map(|(shape, _)| (-0.5 * (m.distance(*shape) / LEARNED_SIGMA).powi(2)).exp())
+                .collect();
+            let total = kernel.iter().sum::<f32>() + NO_EXAMPLE;
+            for p in &mut out {
+                for ((_, residual), g) in self.learned.iter().zip(&kernel) {
+                    let r = residual[p.landmark];
+                    p.d[0] += g / total * r[0];
+                    p.d[1] += g / total * r[1];
+                }
+            }
+        }
+        for (&upper, &lower) in UPPER_INNER[1..10].iter().zip(&LOWER_INNER[1..10]) {
+            let (Some(u), Some(l)) =
+                (out.iter().position(|p| p.landmark == upper), out.iter().position(|p| p.landmark == lower))
+            else {
+                continue;
+            };
+            let rest_gap = self.points[lower][1] - self.points[upper][1];
+            let lowest = rest_gap.min(0.0) - rest_gap + out[u].d[1];
+            if out[l].d[1] < lowest {
+                out[l].d[1] = lowest;
+            }
+        }
+        out
+    }
+
+    /// The parametric mouth: lip lines, corners and jaw moved by `m`.
+    fn parametric_mouth(&self, m: MouthShape) -> Vec<Point> {
         let w = self.mouth_width;
         let jaw = m.open.clamp(0.0, 1.0) * self.max_jaw_drop();
         let (wide, round) = (m.wide.clamp(0.0, 1.0), m.round.clamp(0.0, 1.0));
@@ -165,23 +283,13 @@ impl Rig {
             Point { landmark: i, d: [dx, vertical * jaw], radius }
         };
         let mut out = Vec::with_capacity(64);
-        // Each lip line between its corners: how far it follows the jaw at
-        // its middle (a) and how much less at its ends (b), and its reach.
-        // The upper lip's inner edge stays on the upper teeth: raising it
-        // would open a strip the portrait has no teeth for.
-        let lines: [(&[usize; 11], f32, f32, f32); 4] = [
-            (&UPPER_INNER, 0.0, 0.0, 0.16),
-            (&LOWER_INNER, 1.0, 0.55, 0.16),
-            (&UPPER_OUTER, -0.03, -0.015, 0.2),
-            (&LOWER_OUTER, 0.95, 0.5, 0.2),
-        ];
-        for (line, a, b, reach) in lines {
+        for (line, a, b, reach) in LIP_LINES {
             for (k, &i) in line.iter().enumerate().skip(1).take(9) {
                 let u = (k as f32 - 5.0) / 5.0;
                 out.push(lip(i, a - b * u * u, reach * w));
             }
         }
-        for i in [61, 291, 78, 308] {
+        for i in CORNERS {
             out.push(lip(i, 0.35, 0.16 * w));
         }
         for (i, follow) in JAW {
@@ -316,5 +424,112 @@ impl Rig {
         rec[warp::H_MOUTH_UPPER] = UPPER_INNER.len() as u32;
         rec[warp::H_REST_MOUTH] = polygon.len() as u32;
         rec
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::face::video::{LearnedMouth, LearnedMouths};
+    use crate::tts::viseme::Viseme;
+
+    /// A face 240 pixels from forehead to chin with a 100-pixel mouth,
+    /// lips parted by 2 pixels inside.
+    fn test_face() -> Vec<[f32; 2]> {
+        let mut points = vec![[256.0f32, 256.0]; 468];
+        points[FOREHEAD] = [256.0, 100.0];
+        points[CHIN] = [256.0, 340.0];
+        for k in 0..11 {
+            let k32 = k as f32;
+            points[UPPER_INNER[k]] = [216.0 + 8.0 * k32, 290.0];
+            points[LOWER_INNER[k]] = [216.0 + 8.0 * k32, 292.0];
+            points[UPPER_OUTER[k]] = [206.0 + 10.0 * k32, 284.0];
+            points[LOWER_OUTER[k]] = [206.0 + 10.0 * k32, 298.0];
+        }
+        points[78] = [216.0, 291.0];
+        points[308] = [296.0, 291.0];
+        for (k, (i, _)) in JAW.iter().enumerate() {
+            points[*i][1] = 305.0 + k as f32;
+        }
+        points[CHIN] = [256.0, 340.0];
+        points
+    }
+
+    fn replica(mouths: LearnedMouths) -> Replica {
+        Replica { size: 512, portrait: Vec::new(), landmarks: test_face(), idle: Vec::new(), mouths }
+    }
+
+    /// A learned shape at `shape`: every mouth landmark seen moved by `d`
+    /// face heights (the lower inner lip's middle, 14, by `lip`), where
+    /// the parametric rig was seen to move it by `rig`.
+    fn learned(shape: MouthShape, d: [f32; 2], lip: [f32; 2], rig: [f32; 2]) -> LearnedMouths {
+        let moves = mouth_landmarks().map(|i| (i, if i == 14 { lip } else { d })).collect();
+        let parametric = mouth_landmarks().map(|i| (i, rig)).collect();
+        LearnedMouths { shapes: vec![LearnedMouth { viseme: Viseme::E, frames: 1, shape, moves, parametric }] }
+    }
+
+    /// Where the mouth `m` puts `landmark`'s control point.
+    fn moved(rig: &Rig, m: MouthShape, landmark: usize) -> [f32; 2] {
+        let d = rig.mouth(m).iter().find(|p| p.landmark == landmark).map_or([0.0; 2], |p| p.d);
+        [rig.points[landmark][0] + d[0], rig.points[landmark][1] + d[1]]
+    }
+
+    #[test]
+    fn a_learned_shape_holds_at_its_descriptor_and_fades_away_from_it() {
+        let at = MouthShape { open: 0.5, wide: 0.4, round: 0.0 };
+        let parametric = Rig::new(&replica(LearnedMouths::default()));
+        let rig = Rig::new(&replica(learned(at, [0.0, 0.01], [0.03, 0.08], [0.0, 0.02])));
+        let h = rig.face_height;
+        assert_eq!(h, 240.0);
+
+        // At the descriptor: the parametric mouth plus 1 / 1.05 of how the
+        // person differs from it there.
+        for (landmark, beyond) in [(14, [0.03, 0.06]), (CHIN, [0.0, -0.01]), (61, [0.0, -0.01])] {
+            let (got, param) = (moved(&rig, at, landmark), moved(&parametric, at, landmark));
+            for c in 0..2 {
+                let expected = param[c] + beyond[c] * h / (1.0 + NO_EXAMPLE);
+                assert!((got[c] - expected).abs() < 1e-3, "landmark {landmark}[{c}]: {} vs {expected}", got[c]);
+            }
+        }
+
+        // Far from it: the parametric mouth, within a thousandth of a pixel.
+        let far = MouthShape { open: 0.1, wide: 0.0, round: 0.9 };
+        for landmark in mouth_landmarks() {
+            let (got, param) = (moved(&rig, far, landmark), moved(&parametric, far, landmark));
+            assert!(dist(got, param) < 1e-3, "landmark {landmark}: {got:?} vs {param:?}");
+        }
+
+        // Continuous on the way: steps of 0.01 move no control point by more than a pixel.
+        let mut last = rig.mouth(far);
+        for k in 1..=100 {
+            let now = rig.mouth(far.lerp(at, k as f32 / 100.0));
+            for (a, b) in last.iter().zip(&now) {
+                assert!(dist(a.d, b.d) < 1.0, "step {k}, landmark {}: {:?} → {:?}", a.landmark, a.d, b.d);
+            }
+            last = now;
+        }
+    }
+
+    /// A person whose mouth moves just as the parametric rig's was seen
+    /// to changes nothing.
+    #[test]
+    fn a_learned_shape_like_the_rig_renders_as_the_rig() {
+        let at = MouthShape { open: 0.8, wide: 0.0, round: 0.6 };
+        let parametric = Rig::new(&replica(LearnedMouths::default()));
+        let rig = Rig::new(&replica(learned(at, [0.01, 0.05], [0.01, 0.05], [0.01, 0.05])));
+        for (a, b) in rig.mouth(at).iter().zip(&parametric.mouth(at)) {
+            assert_eq!((a.landmark, a.d), (b.landmark, b.d));
+        }
+    }
+
+    #[test]
+    fn a_learned_shape_never_crosses_the_lips() {
+        let at = MouthShape { open: 0.0, wide: 0.0, round: 0.1 };
+        // The lower lip's middle seen 0.05 face heights above its rest.
+        let rig = Rig::new(&replica(learned(at, [0.0, 0.0], [0.0, -0.05], [0.0, 0.0])));
+        let (upper, lower) = (moved(&rig, at, 13), moved(&rig, at, 14));
+        assert!(lower[1] >= upper[1] - 1e-4, "lower lip {lower:?} above upper {upper:?}");
+        // Uncrossed, it would be about 10 pixels above.
+        assert!(lower[1] - upper[1] < 1e-3, "held at the upper lip: {lower:?} vs {upper:?}");
     }
 }

@@ -6,7 +6,9 @@
 //! stillest stretch with the mouth closed and the eyes open, the segment
 //! that shows how the person looks while listening, framed as
 //! [`Replica::from_photo`] frames a photo; that stretch's frames, framed
-//! the same way, become the replica's idle loop.
+//! the same way, become the replica's idle loop. The frames in which the
+//! person talks teach the replica their own mouth shapes
+//! ([`LearnedMouths`]).
 //!
 //! Only non-fragmented MP4 (and QuickTime) files are read, and only their
 //! first H.264 video track. Every size and offset in the file is checked
@@ -14,6 +16,7 @@
 //! a panic.
 
 mod demux;
+mod mouths;
 
 use std::ops::ControlFlow;
 
@@ -21,9 +24,10 @@ use image::imageops;
 use openh264::formats::YUVSource as _;
 
 use super::replica::{Framing, Replica, ReplicaConfig, ReplicaError};
-use super::rig::{CHIN, FOREHEAD};
-use super::{BlazeFace, FaceMesh, RgbImage};
+use super::rig::{CHIN, FOREHEAD, MouthShape, Pose, Rig};
+use super::{BlazeFace, FaceMesh, RgbImage, render_cpu};
 use demux::Track;
+pub use mouths::{LearnedMouth, LearnedMouths};
 
 /// FaceMesh's nose tip: the steadiest point to follow the head with.
 const NOSE_TIP: usize = 1;
@@ -53,6 +57,9 @@ pub struct VideoReplicaConfig {
     pub still_seconds: f32,
     /// Frames per second kept of the still segment for the idle loop.
     pub idle_fps: f32,
+    /// How near (in [`MouthShape`] distance) a talking frame's mouth must
+    /// be to a viseme's shape to teach it.
+    pub mouth_tolerance: f32,
 }
 
 impl Default for VideoReplicaConfig {
@@ -66,6 +73,7 @@ impl Default for VideoReplicaConfig {
             min_face_share: 0.5,
             still_seconds: 1.0,
             idle_fps: 25.0,
+            mouth_tolerance: 0.25,
         }
     }
 }
@@ -77,6 +85,9 @@ pub struct FrameStats {
     pub time: f32,
     /// The face, when exactly one large enough was found.
     pub face: Option<FaceStats>,
+    /// The mouth in the rig's terms, when this frame is part of the
+    /// person's speech (lips moving, or closed between moving frames).
+    pub speaking: Option<MouthShape>,
 }
 
 /// The face in one frame, from its landmarks. Openings are fractions of
@@ -196,11 +207,38 @@ impl VideoReplica {
         if idle.len() >= 2 {
             replica.idle = idle;
         }
+
+        // The talking frames' mouths, and the parametric rig's as seen on
+        // the portrait rendered with it, scaled to the size the face had
+        // in the video (FaceMesh sees a mouth's motion differently at
+        // different sizes).
+        let faces: Vec<Option<&[[f32; 2]]>> =
+            seen.iter().map(|s| if let Seen::Face(_, points) = s { Some(points.as_slice()) } else { None }).collect();
+        let rig = Rig::new(&replica);
+        let side = framing.map_or(replica.size, |f| f.side()).max(8);
+        let scale = replica.size as f32 / side as f32;
+        let mut see = |mouth: MouthShape| -> Result<Option<Vec<[f32; 2]>>, ReplicaError> {
+            let frame = render_cpu(&replica, &rig, &Pose { mouth, ..Pose::default() })?;
+            let bytes = frame.iter().flat_map(|p| p.to_le_bytes()[..3].to_vec()).collect();
+            let image = RgbImage::from_raw(replica.size, replica.size, bytes).expect("size² pixels of 3 bytes");
+            let image = imageops::resize(&image, side, side, imageops::FilterType::Triangle);
+            Ok(match look(detector, mesher, &image, &config.replica)? {
+                Seen::Face(_, points) => Some(points.iter().map(|p| [p[0] * scale, p[1] * scale]).collect()),
+                _ => None,
+            })
+        };
+        let learned = mouths::learn(&faces, &times, window, &replica.landmarks, &mut see, config.mouth_tolerance)?;
+        replica.set_mouths(learned.mouths);
         let duration = track.seconds as f32;
         let frames = seen
             .iter()
             .zip(&times)
-            .map(|(s, &time)| FrameStats { time, face: if let Seen::Face(f, _) = s { Some(*f) } else { None } })
+            .zip(learned.speaking)
+            .map(|((s, &time), speaking)| FrameStats {
+                time,
+                face: if let Seen::Face(f, _) = s { Some(*f) } else { None },
+                speaking,
+            })
             .collect();
         Ok(Self {
             replica,
