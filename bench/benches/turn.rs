@@ -38,7 +38,7 @@ fn bench(c: &mut Criterion) {
         let mut now = 0u64;
         b.iter(|| {
             now += 320;
-            if now % 32_000 == 0 {
+            if now.is_multiple_of(32_000) {
                 d.speech_started();
             } else if now % 32_000 == 16_000 {
                 d.speech_stopped(now);

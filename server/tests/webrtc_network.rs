@@ -175,7 +175,7 @@ fn audio_survives_loss_jitter_and_reordering() {
                     .unwrap();
                 written += 1;
                 server.send_audio(now, &tone_frame(440.0, samples)).unwrap();
-                if sent_frames % 2 == 0 {
+                if sent_frames.is_multiple_of(2) {
                     let mut frame = VideoFrame::solid(128, 128, (40, 128, 128));
                     let bar = (sent_frames as usize * 2) % 128;
                     frame.i420.chunks_mut(128).take(128).for_each(|row| row[bar] = 230);

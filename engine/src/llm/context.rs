@@ -228,7 +228,7 @@ mod tests {
         c.user("the last question");
         let before = words(&c.messages());
         let dropped = c.fit(before / 2, words);
-        assert!(dropped >= 2 && dropped % 2 == 0, "{dropped}");
+        assert!(dropped >= 2 && dropped.is_multiple_of(2), "{dropped}");
         let m = c.messages();
         assert!(words(&m) <= before / 2);
         assert_eq!(m.last().unwrap().content.as_deref(), Some("the last question"));

@@ -217,7 +217,7 @@ impl Weights {
     fn quant(&mut self, point: &str) -> Result<FakeQuant, TurnModelError> {
         let scale = self.take(&format!("{point}_scale"), &[])?.to_scalar::<f32>()?;
         let zero = self.take(&format!("{point}_zero_point"), &[])?.to_scalar::<f32>()?;
-        if !(scale.is_finite() && scale > 0.0) || !(0.0..=255.0).contains(&zero) || zero.fract() != 0.0 {
+        if !scale.is_finite() || scale <= 0.0 || !(0.0..=255.0).contains(&zero) || zero.fract() != 0.0 {
             return Err(TurnModelError::Missing(format!("a positive {point}_scale and a uint8 {point}_zero_point")));
         }
         Ok(FakeQuant::new(scale, zero as u8))

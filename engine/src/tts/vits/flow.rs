@@ -119,10 +119,10 @@ impl Flow {
     }
 
     pub(super) fn reverse(&self, z: &Tensor) -> candle_core::Result<Tensor> {
-        if z.device().is_cpu() {
-            if let Some(z) = self.reverse_direct(z)? {
-                return Ok(z);
-            }
+        if z.device().is_cpu()
+            && let Some(z) = self.reverse_direct(z)?
+        {
+            return Ok(z);
         }
         let mut z = z.clone();
         for c in self.couplings.iter().rev() {
