@@ -1,15 +1,19 @@
 //! Live perception signals: a scripted call (present and smiling, looking
 //! away, gone, back with someone else) gives the expected notes in order
 //! and an end-of-call summary that mentions them; head angles and the
-//! expression come from the real models on the astronaut portrait.
+//! expression come from the real models on the astronaut portrait, and a
+//! session's view of the user answers the persona's questions live and
+//! after the call.
 
 mod common;
 
 use candle_core::Device;
 use common::{missing, model_dir, model_path};
+use std::sync::Arc;
+
 use tete_engine::face::{BlazeFace, FaceMesh, RgbImage};
 use tete_engine::perception::{
-    Expression, ExpressionNet, Observation, SignalConfig, SignalTracker, face_crop, head_angles,
+    Expression, ExpressionNet, Observation, Perceiver, SignalConfig, SignalTracker, UserView,
 };
 
 fn one_hot(e: Expression) -> [f32; 7] {
@@ -85,42 +89,31 @@ fn observations_out_of_order_or_empty_change_nothing() {
     assert!(tracker.state().present);
 }
 
-fn models() -> (BlazeFace, FaceMesh, ExpressionNet) {
+fn perceiver() -> Perceiver {
     let cpu = Device::Cpu;
-    (
-        BlazeFace::load(&model_path("blazeface-short-range"), &cpu).unwrap_or_else(missing),
-        FaceMesh::load(&model_path("facemesh"), &cpu).unwrap_or_else(missing),
-        ExpressionNet::load(&model_path("face-expression"), &cpu).unwrap_or_else(missing),
+    Perceiver::new(
+        Arc::new(BlazeFace::load(&model_path("blazeface-short-range"), &cpu).unwrap_or_else(missing)),
+        Arc::new(FaceMesh::load(&model_path("facemesh"), &cpu).unwrap_or_else(missing)),
+        Arc::new(ExpressionNet::load(&model_path("face-expression"), &cpu).unwrap_or_else(missing)),
     )
 }
 
-fn observe(models: &(BlazeFace, FaceMesh, ExpressionNet), image: &RgbImage, t: f64) -> Observation {
-    let (detector, mesher, net) = models;
-    let faces = detector.detect(image).unwrap();
-    let Some(face) = faces.first() else { return Observation { t, ..Default::default() } };
-    let crop = face_crop(image, &face.bbox).unwrap();
-    let mesh = mesher.landmarks(image, face).unwrap();
-    let points: Vec<[f32; 2]> = mesh.points.iter().map(|p| [p[0], p[1]]).collect();
-    Observation {
-        t,
-        faces: faces.len(),
-        expression: Some(net.probabilities(&crop).unwrap()),
-        head: head_angles(&points),
-    }
+fn astronaut() -> RgbImage {
+    let path = model_dir("astronaut-portrait").join("astronaut.png");
+    image::open(&path).unwrap_or_else(|e| missing(format!("{}: {e}", path.display()))).to_rgb8()
 }
 
 #[test]
 fn the_real_models_see_a_smiling_user_facing_the_camera() {
-    let models = models();
-    let path = model_dir("astronaut-portrait").join("astronaut.png");
-    let image = image::open(&path).unwrap_or_else(|e| missing(format!("{}: {e}", path.display()))).to_rgb8();
-    let o = observe(&models, &image, 0.0);
+    let perceiver = perceiver();
+    let image = astronaut();
+    let o = perceiver.observe(&image, 0.0).unwrap();
     let (yaw, pitch) = o.head.unwrap();
     println!("astronaut: {} face(s), yaw {yaw:.1}°, pitch {pitch:.1}°", o.faces);
     assert_eq!(o.faces, 1);
     assert!(yaw.abs() < 15.0 && pitch.abs() < 20.0, "a frontal portrait: yaw {yaw}, pitch {pitch}");
     // Mirrored, the head turns the other way by about as much.
-    let mirrored = observe(&models, &image::imageops::flip_horizontal(&image), 0.0).head.unwrap();
+    let mirrored = perceiver.observe(&image::imageops::flip_horizontal(&image), 0.0).unwrap().head.unwrap();
     assert!((mirrored.0 + yaw).abs() < 4.0, "yaw {yaw} vs mirrored {}", mirrored.0);
 
     // Two seconds of that frame at 4 fps: present, then happy.
@@ -130,5 +123,41 @@ fn the_real_models_see_a_smiling_user_facing_the_camera() {
     assert_eq!(notes, ["the user is in view", "the user looks happy"]);
     // The coffee cup: nobody there.
     let coffee = RgbImage::from_pixel(320, 240, image::Rgb([90, 60, 40]));
-    assert_eq!(observe(&models, &coffee, 0.0).faces, 0);
+    assert_eq!(perceiver.observe(&coffee, 0.0).unwrap().faces, 0);
+}
+
+/// The astronaut in view for 3 s, then an empty frame for 3 s, read by the
+/// real models at 4 frames a second: the persona's live question is
+/// answered when the answer changes, and after the call its analysis
+/// questions are answered from what was seen (or said to be out of reach).
+#[test]
+fn a_session_answers_the_personas_questions() {
+    let perceiver = perceiver();
+    let (face, empty) = (astronaut(), RgbImage::from_pixel(256, 256, image::Rgb([90, 60, 40])));
+    let (with_face, without) = (perceiver.observe(&face, 0.0).unwrap(), perceiver.observe(&empty, 0.0).unwrap());
+    let questions = ["Is the user smiling?".to_string(), "Is the user wearing a hat?".to_string()];
+    let mut view = UserView::new(SignalConfig::default(), &questions);
+    let mut notes = Vec::new();
+    for k in 0..24 {
+        let t = k as f64 / 4.0;
+        let o = if t < 3.0 { &with_face } else { &without };
+        notes.extend(view.observe(&Observation { t, ..o.clone() }).into_iter().map(|n| n.text));
+    }
+    println!("{notes:?}");
+    assert_eq!(
+        notes,
+        [
+            "the user is in view",
+            "the user looks happy",
+            "Is the user smiling? yes",
+            "the user has left the camera's view"
+        ]
+    );
+    assert!(!view.present());
+    let analysis = view.analysis(&["Did the user smile?".into(), "What was on the wall?".into()]);
+    println!("{analysis:?}");
+    assert_eq!(analysis.timeline.len(), notes.len());
+    assert!(analysis.answers[0].1.starts_with("The user looked happy for"), "{:?}", analysis.answers);
+    assert!(analysis.answers[1].1.starts_with("Perception cannot answer"), "{:?}", analysis.answers);
+    assert!((analysis.summary.seconds_in_view - 3.0).abs() < 0.6, "{:?}", analysis.summary);
 }

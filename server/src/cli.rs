@@ -117,6 +117,10 @@ pub struct ServeArgs {
     pub recordings_endpoint: Option<String>,
     #[arg(long, env = "TETE_RECORDINGS_REGION", requires = "recordings_bucket")]
     pub recordings_region: Option<String>,
+    /// Camera frames perception looks at per second on each call (0 turns
+    /// perception off on this host).
+    #[arg(long, env = "TETE_PERCEPTION_FPS", default_value_t = 2.0)]
+    pub perception_fps: f64,
     /// Key prefix of recordings in the bucket.
     #[arg(long, env = "TETE_RECORDINGS_PREFIX", default_value = "", requires = "recordings_bucket")]
     pub recordings_prefix: String,
@@ -339,6 +343,31 @@ async fn load_training(
     })
 }
 
+/// Loads the expression net perception runs with the face models (on the
+/// CPU, a few frames a second per call); none when `fps` is 0.
+async fn load_perception(
+    manifest: &Manifest,
+    store: &Store,
+    faces: &crate::training::FaceModels,
+    fps: f64,
+) -> anyhow::Result<Option<crate::edge::perception::PerceptionConfig>> {
+    if fps <= 0.0 {
+        tracing::info!("perception is off (--perception-fps 0)");
+        return Ok(None);
+    }
+    let path = store.model_dir(&manifest.model("face-expression")?.id).join(tete_engine::models::convert::OUTPUT);
+    let expressions = load_blocking("expression net", "face-expression", move || {
+        Ok(tete_engine::perception::ExpressionNet::load(&path, &candle_core::Device::Cpu)?)
+    })
+    .await?;
+    let perceiver = tete_engine::perception::Perceiver::new(
+        faces.detector.clone(),
+        faces.mesher.clone(),
+        std::sync::Arc::new(expressions),
+    );
+    Ok(Some(crate::edge::perception::PerceptionConfig { perceiver, fps }))
+}
+
 /// Loads the resident Whisper model (fetched by `tete models fetch`).
 async fn load_recogniser(
     manifest: &Manifest,
@@ -421,6 +450,7 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     // The voice runs on the CPU, where engine/tests/tts.rs tests it.
     let voice = load_voice(&manifest, &store, &args.tts_model, &candle_core::Device::Cpu).await?;
     let training = load_training(&manifest, &store, &home(global)).await?;
+    let perception = load_perception(&manifest, &store, &training.faces, args.perception_fps).await?;
     let media = crate::edge::replica_media(training.replicas_dir.clone());
     let db = database(global).await?;
     let listener = tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
@@ -471,6 +501,7 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
                     addr.ip()
                 }),
                 recordings: Some(recordings),
+                perception,
                 ..Default::default()
             },
             Some(media),
@@ -511,6 +542,9 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         println!("no API key yet: set TETE_API_KEY or run `tete keys create NAME`");
     }
     let api_edge = api.edge.clone();
+    if let Some(edge) = &api_edge {
+        edge.follow(&host);
+    }
     let state = crate::http::AppState::new(manifest, store, &devices, api);
     let shutdown = crate::http::shutdown_signal().context("installing signal handlers")?;
     println!(

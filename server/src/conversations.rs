@@ -30,6 +30,8 @@ pub struct Host {
     deliverer: Deliverer,
     host_id: String,
     running: Mutex<HashMap<String, mpsc::Sender<Signal>>>,
+    /// The id of each conversation this host ends, as it ends.
+    ended: tokio::sync::broadcast::Sender<String>,
 }
 
 impl std::fmt::Debug for Host {
@@ -50,7 +52,13 @@ fn timeouts(row: &ConversationRow) -> Timeouts {
 
 impl Host {
     pub fn new(db: Db, deliverer: Deliverer, host_id: String) -> Arc<Self> {
-        Arc::new(Self { db, deliverer, host_id, running: Mutex::new(HashMap::new()) })
+        Arc::new(Self {
+            db,
+            deliverer,
+            host_id,
+            running: Mutex::new(HashMap::new()),
+            ended: tokio::sync::broadcast::channel(256).0,
+        })
     }
 
     pub fn host_id(&self) -> &str {
@@ -63,6 +71,12 @@ impl Host {
 
     pub fn deliverer(&self) -> &Deliverer {
         &self.deliverer
+    }
+
+    /// Tells the id of every conversation that ends from now on (the edge
+    /// closes its calls).
+    pub fn ended_conversations(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.ended.subscribe()
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<Signal>>> {
@@ -164,6 +178,7 @@ impl Host {
         }
         tracing::info!(conversation = id, reason = reason.as_str(), "conversation ended");
         self.deliverer.wake();
+        let _ = self.ended.send(id.to_string());
         Ok(true)
     }
 
@@ -200,6 +215,37 @@ impl Host {
         properties: serde_json::Value,
     ) -> Result<(), DbError> {
         self.queue(("conversation_id", &row.id), true, row.callback_url.as_deref(), event_type, properties).await
+    }
+
+    /// Records an event of conversation `id` with properties made from its
+    /// row, trying again for a while when storage fails (for events that
+    /// come after the work is done, such as a kept recording). False when
+    /// it could not be queued; the reason is logged.
+    pub async fn emit_later(
+        &self,
+        id: &str,
+        event_type: &str,
+        properties: impl Fn(&ConversationRow) -> serde_json::Value,
+    ) -> bool {
+        let mut delay = Duration::from_millis(200);
+        for _ in 0..8 {
+            let queued = match self.db.conversation(id).await {
+                Ok(Some(row)) => self.emit(&row, event_type, properties(&row)).await,
+                Ok(None) => {
+                    tracing::warn!(conversation = id, "{event_type} is not sent: the conversation is gone");
+                    return false;
+                }
+                Err(e) => Err(e),
+            };
+            match queued {
+                Ok(()) => return true,
+                Err(e) => tracing::warn!(conversation = id, "queueing {event_type} (retrying in {delay:?}): {e}"),
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+        tracing::error!(conversation = id, "{event_type} could not be queued");
+        false
     }
 
     /// Queues a replica's webhook (training progress, ready, error) to its

@@ -200,7 +200,7 @@ fn build(
         }
         "video" => {
             let video = VideoReplicaConfig { replica: config.replica, ..Default::default() };
-            VideoReplica::from_mp4(detector, mesher, bytes, &video, |done, total| progress(done, total))?.replica
+            VideoReplica::from_mp4(detector, mesher, bytes, &video, progress)?.replica
         }
         other => return Err(TrainError::Unsupported(other.to_string())),
     };

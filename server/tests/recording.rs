@@ -86,6 +86,7 @@ async fn fixture(db_dir: &Path, recordings: RecordingStore) -> Fixture {
         EdgeConfig { recordings: Some(recordings), ..EdgeConfig::default() },
         Some(Arc::new(|_: tete_server::edge::Joining<'_>| Box::new(Beeper { start: None }) as Box<dyn SessionMedia>)),
     );
+    edge.follow(&app.api.host);
     let api = Api { edge: Some(edge.clone()), ..app.api.clone() };
     let router = tete_server::api::router(api);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -258,15 +259,18 @@ fn moto() -> Moto {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     // scripts/test.sh installs moto in its own venv and names it here.
     let server = std::env::var("TETE_TEST_MOTO").unwrap_or_else(|_| "moto_server".into());
-    let child = std::process::Command::new(server)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("moto_server (scripts/test.sh installs it)");
+    let moto = Moto(
+        std::process::Command::new(server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server (scripts/test.sh installs it)"),
+        port,
+    );
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Moto(child, port);
+            return moto;
         }
         std::thread::sleep(Duration::from_millis(100));
     }

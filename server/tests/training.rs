@@ -10,16 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use common::{Receiver, app_with, databases, eventually};
+use common::{Receiver, app_with, databases, eventually, model_dir};
 use serde_json::{Value, json};
 use tete_engine::face::{BlazeFace, FaceMesh, Replica};
-use tete_engine::models::{Manifest, Store, convert::OUTPUT, default_home};
+use tete_engine::models::convert::OUTPUT;
 use tete_server::training::{FaceModels, TrainingConfig};
-
-fn model_dir(id: &str) -> std::path::PathBuf {
-    let manifest = Manifest::embedded().unwrap();
-    Store::new(default_home()).model_dir(&manifest.model(id).unwrap().id)
-}
 
 fn training(replicas: &std::path::Path) -> TrainingConfig {
     let load = |id: &str| model_dir(id).join(OUTPUT);

@@ -90,6 +90,7 @@ async fn fixture() -> Fixture {
             Box::new(ToneMedia { phase: 0.0, recorded: for_media.clone() }) as Box<dyn SessionMedia>
         })),
     );
+    edge.follow(&app.api.host);
     let api = Api { edge: Some(edge.clone()), ..app.api.clone() };
     let router = tete_server::api::router(api.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -188,37 +189,38 @@ async fn an_aiortc_peer_talks_and_listens_over_whip() {
     common::eventually(Duration::from_secs(5), || async { (f.edge.peers(&id) == 0).then_some(()) })
         .await
         .expect("the peer is gone after DELETE");
-    let recorded = f.recorded.lock().unwrap();
-    let heard = &recorded.heard;
-    assert!(heard.len() > 16_000 * 2, "server heard {} samples", heard.len());
-    let steady = &heard[heard.len() / 4..];
-    assert!(rms(steady) > 0.1, "server heard rms {}", rms(steady));
-    let hz = zero_crossing_hz(steady, 16_000.0);
-    assert!((hz - 300.0).abs() < 20.0, "server heard {hz} Hz");
+    {
+        let recorded = f.recorded.lock().unwrap();
+        let heard = &recorded.heard;
+        assert!(heard.len() > 16_000 * 2, "server heard {} samples", heard.len());
+        let steady = &heard[heard.len() / 4..];
+        assert!(rms(steady) > 0.1, "server heard rms {}", rms(steady));
+        let hz = zero_crossing_hz(steady, 16_000.0);
+        assert!((hz - 300.0).abs() < 20.0, "server heard {hz} Hz");
 
-    // Video both ways: the replica's frames decoded by the client, the
-    // client's camera decoded here, a few frames a second, the right way up.
-    let video = &client["video"];
-    assert!(video["frames"].as_u64().unwrap() >= 25, "{video}");
-    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(512), Some(512)), "{video}");
-    let (top, bottom) = (video["top_luma"].as_f64().unwrap(), video["bottom_luma"].as_f64().unwrap());
-    assert!(top < 60.0 && bottom > 190.0, "client saw top {top}, bottom {bottom}");
-    assert!(recorded.seen.len() >= 5, "server saw {} frames", recorded.seen.len());
-    let (w, h, top, bottom) = *recorded.seen.last().unwrap();
-    assert_eq!((w, h), (320, 240));
-    assert!(top > 180.0 && bottom < 70.0, "server saw top {top}, bottom {bottom}");
+        // Video both ways: the replica's frames decoded by the client, the
+        // client's camera decoded here, a few frames a second, the right way up.
+        let video = &client["video"];
+        assert!(video["frames"].as_u64().unwrap() >= 25, "{video}");
+        assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(512), Some(512)), "{video}");
+        let (top, bottom) = (video["top_luma"].as_f64().unwrap(), video["bottom_luma"].as_f64().unwrap());
+        assert!(top < 60.0 && bottom > 190.0, "client saw top {top}, bottom {bottom}");
+        assert!(recorded.seen.len() >= 5, "server saw {} frames", recorded.seen.len());
+        let (w, h, top, bottom) = *recorded.seen.last().unwrap();
+        assert_eq!((w, h), (320, 240));
+        assert!(top > 180.0 && bottom < 70.0, "server saw top {top}, bottom {bottom}");
 
-    // The data channel: the valid message arrived, the malformed one was answered.
-    assert_eq!(recorded.messages, [ClientMessage::Respond("hello".into())]);
-    let replies: Vec<Value> = client["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| serde_json::from_str(m.as_str().unwrap()).unwrap())
-        .collect();
-    assert!(replies.iter().any(|r| r["event_type"] == "conversation.error"), "{replies:?}");
-    assert_eq!(recorded.presence, [true, false]);
-    drop(recorded);
+        // The data channel: the valid message arrived, the malformed one was answered.
+        assert_eq!(recorded.messages, [ClientMessage::Respond("hello".into())]);
+        let replies: Vec<Value> = client["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| serde_json::from_str(m.as_str().unwrap()).unwrap())
+            .collect();
+        assert!(replies.iter().any(|r| r["event_type"] == "conversation.error"), "{replies:?}");
+        assert_eq!(recorded.presence, [true, false]);
+    }
 
     // The conversation heard the participant join: the replica is in the call.
     let joined = common::eventually(Duration::from_secs(5), || async {

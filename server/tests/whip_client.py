@@ -3,7 +3,7 @@
 WHIP, for the edge's tests.
 
 It sends a WAV file as its microphone and a 320x240 camera (the top half
-bright, the bottom dark), opens the data channel and sends the messages
+bright, the bottom dark; or a still image, 480x480), opens the data channel and sends the messages
 given, records the replica's audio and video, then leaves with DELETE.
 Prints one JSON object: whether it connected, the replica audio it received
 (seconds, RMS, zero-crossing frequency), the video (frames, size, mean luma
@@ -16,7 +16,7 @@ only, so the address list is replaced by 127.0.0.1 alone and no ICE server
 is configured.
 
     pip install aiortc
-    python3 whip_client.py URL WAV SECONDS [--token T] [--message JSON ...]
+    python3 whip_client.py URL WAV SECONDS [--token T] [--message JSON ...] [--camera IMAGE]
 """
 
 import argparse
@@ -35,14 +35,22 @@ aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
 
 
 class Camera(VideoStreamTrack):
-    """320x240, top half bright, bottom half dark."""
+    """320x240, top half bright, bottom half dark; or a still image."""
+
+    def __init__(self, image_path=None):
+        super().__init__()
+        if image_path:
+            with av.open(image_path) as still:
+                picture = next(still.decode(video=0))
+            self.image = picture.reformat(width=480, height=480, format="rgb24").to_ndarray()
+        else:
+            self.image = np.zeros((240, 320, 3), np.uint8)
+            self.image[:120] = 220
+            self.image[120:] = 30
 
     async def recv(self):
         pts, time_base = await self.next_timestamp()
-        image = np.zeros((240, 320, 3), np.uint8)
-        image[:120] = 220
-        image[120:] = 30
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame = av.VideoFrame.from_ndarray(self.image, format="rgb24")
         frame.pts, frame.time_base = pts, time_base
         return frame
 
@@ -63,13 +71,14 @@ async def main():
     parser.add_argument("seconds", type=float)
     parser.add_argument("--token")
     parser.add_argument("--message", action="append", default=[])
+    parser.add_argument("--camera", help="a still image to show as the camera")
     args = parser.parse_args()
 
     # No ICE servers: aiortc's default is a public STUN server.
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     player = MediaPlayer(args.wav)
     pc.addTrack(player.audio)
-    pc.addTrack(Camera())
+    pc.addTrack(Camera(args.camera))
     channel = pc.createDataChannel("tete")
     received_messages = []
     channel.on("message", lambda m: received_messages.append(m if isinstance(m, str) else m.decode()))

@@ -1,14 +1,19 @@
 //! Perception: what the engine reads off the user's face, frame by frame,
-//! to steer the conversation. First brick: face-api's expression net
-//! ([`ExpressionNet`], seven expressions from a face crop), in candle on
-//! the CPU, from the weights `tete models fetch` converts out of the
-//! `@vladmandic/face-api` npm package. Faces are found by
-//! [`crate::face::BlazeFace`]; this module only looks at the crops.
+//! to steer the conversation. face-api's expression net ([`ExpressionNet`],
+//! seven expressions from a face crop) runs in candle on the CPU, from the
+//! weights `tete models fetch` converts out of the `@vladmandic/face-api`
+//! npm package; faces and landmarks come from the face stage's BlazeFace
+//! and FaceMesh. [`Perceiver`] looks at one frame; [`signals`] smooths the
+//! looks into the user's state and notes; [`UserView`] adds the persona's
+//! questions ([`queries`]) and makes the end-of-call [`Analysis`].
 
 pub mod expression;
+pub mod live;
+pub mod queries;
 pub mod signals;
 
 pub use expression::{Expression, ExpressionNet};
+pub use live::{Analysis, Perceiver, UserView};
 pub use signals::{Note, Observation, SignalConfig, SignalTracker, Summary, UserState, head_angles};
 
 /// Perception loads its nets and checks its inputs as the face stage does,

@@ -229,7 +229,8 @@ impl SignalTracker {
                 self.attentive += dt;
             }
         }
-        if present {
+        // Time in view is time a face was seen (not the grace before absence).
+        if o.faces > 0 {
             self.observed += dt;
         }
         notes

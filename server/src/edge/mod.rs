@@ -22,6 +22,7 @@
 pub mod face;
 pub mod messages;
 pub mod peer;
+pub mod perception;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -42,6 +43,7 @@ use crate::conversations::Signal;
 use crate::recording::{Recorder, RecordingStore};
 use messages::{ClientMessage, error_event};
 use peer::{FRAME, Peer, PeerEvent, Poll, VIDEO_OUT_FPS, VideoFrame};
+use perception::{PerceptionAsks, PerceptionConfig, Watched, Watcher};
 
 /// How the edge binds and admits peers.
 #[derive(Debug, Clone)]
@@ -53,13 +55,21 @@ pub struct EdgeConfig {
     /// Where the calls of conversations with `enable_recording` are kept
     /// (without, such calls are not recorded and the join says so in the log).
     pub recordings: Option<RecordingStore>,
+    /// Perception of the user's camera (without, calls are not looked at).
+    pub perception: Option<PerceptionConfig>,
 }
 
 impl Default for EdgeConfig {
     fn default() -> Self {
-        Self { bind_ip: IpAddr::from([127, 0, 0, 1]), max_peers: 1, recordings: None }
+        Self { bind_ip: IpAddr::from([127, 0, 0, 1]), max_peers: 1, recordings: None, perception: None }
     }
 }
+
+/// The user's audio louder than this (RMS, full scale 1) counts as their
+/// voice for the conversation's `participant_absent_timeout`.
+pub const VOICE_RMS: f32 = 0.01;
+/// How often a participant who is seen or heard is reported active.
+const ACTIVE_EVERY: Duration = Duration::from_secs(1);
 
 /// A peer's media, as the session sees it.
 pub trait SessionMedia: Send + 'static {
@@ -169,6 +179,27 @@ impl Edge {
         self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Closes the calls of every conversation `host` ends, from now on.
+    pub fn follow(self: &Arc<Self>, host: &crate::conversations::Host) {
+        let (edge, mut ended) = (Arc::downgrade(self), host.ended_conversations());
+        tokio::spawn(async move {
+            loop {
+                match ended.recv().await {
+                    Ok(id) => match edge.upgrade() {
+                        Some(edge) => edge.close_conversation(&id),
+                        None => return,
+                    },
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::error!(
+                            "the edge missed {missed} ended conversations; their calls stay open until they leave"
+                        );
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
     /// Ends every peer of `conversation` (it ended).
     pub fn close_conversation(&self, conversation: &str) {
         for session in self.lock().values_mut().filter(|s| s.conversation == conversation) {
@@ -274,6 +305,18 @@ async fn join(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap
     };
     let session = crate::ids::random_token(12);
     let record_to = record_to(&edge, &row, &session);
+    let asks = match (&edge.config.perception, &row.persona_id) {
+        (None, _) => None,
+        (Some(_), None) => PerceptionAsks::from_persona(None),
+        (Some(_), Some(persona)) => match api.db().persona(persona).await {
+            Ok(persona) => PerceptionAsks::from_persona(persona.as_ref().map(|p| &p.document)),
+            Err(e) => {
+                tracing::warn!(conversation = %id, "reading persona {persona} for perception: {e}");
+                PerceptionAsks::from_persona(None)
+            }
+        },
+    };
+    let watch_for = edge.config.perception.clone().zip(asks);
     let (stop, stopped) = oneshot::channel();
     {
         let mut sessions = edge.lock();
@@ -282,8 +325,18 @@ async fn join(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap
         }
         sessions.insert(session.clone(), Session { conversation: id.clone(), stop: Some(stop) });
     }
-    let driver =
-        Driver { peer, socket, media, record_to, recorder: None, conversation: id.clone(), session: session.clone() };
+    let driver = Driver {
+        peer,
+        socket,
+        media,
+        record_to,
+        recorder: None,
+        watch_for,
+        watcher: None,
+        last_active: None,
+        conversation: id.clone(),
+        session: session.clone(),
+    };
     tokio::spawn(driver.run(api.clone(), edge, stopped));
     let location = format!("/c/{id}/whip/{session}");
     (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/sdp".to_string()), (header::LOCATION, location)], answer)
@@ -326,6 +379,11 @@ struct Driver {
     /// Where the call is recorded (from when it connects), if it is.
     record_to: Option<std::path::PathBuf>,
     recorder: Option<Recorder>,
+    /// How to look and what the persona asks (from when the call connects), if it looks.
+    watch_for: Option<(PerceptionConfig, PerceptionAsks)>,
+    watcher: Option<Watcher>,
+    /// When the participant was last reported seen or heard.
+    last_active: Option<Instant>,
     conversation: String,
     session: String,
 }
@@ -338,6 +396,7 @@ impl Driver {
         let mut video = tokio::time::interval(Duration::from_secs(1) / VIDEO_OUT_FPS);
         video.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut connected = false;
+        let mut watched_at_end = None;
         'session: loop {
             // Drain everything the peer has to say before waiting again.
             let deadline = loop {
@@ -364,6 +423,19 @@ impl Driver {
             };
             tokio::select! {
                 _ = &mut stopped => {
+                    // The call ended while the user is here: they get its analysis first.
+                    if let Some(watcher) = self.watcher.take() {
+                        let watched = tokio::task::block_in_place(|| watcher.finish());
+                        let event = serde_json::json!({
+                            "message_type": "conversation",
+                            "event_type": "conversation.perception_analysis",
+                            "conversation_id": self.conversation,
+                            "properties": {"analysis": perception::analysis_json(&watched.analysis)},
+                        });
+                        self.peer.send_text(&event.to_string());
+                        self.flush().await;
+                        watched_at_end = Some(watched);
+                    }
                     self.peer.close();
                     break;
                 }
@@ -381,6 +453,9 @@ impl Driver {
                     }
                 }
                 _ = video.tick(), if connected => {
+                    if self.watcher.as_ref().is_some_and(Watcher::present) {
+                        self.active(&api).await;
+                    }
                     if let Some(frame) = self.media.next_video() {
                         // Encoding takes milliseconds: off the async threads.
                         let sent = tokio::task::block_in_place(|| self.peer.send_video(Instant::now(), &frame));
@@ -398,11 +473,36 @@ impl Driver {
             self.media.presence(false);
             api.host.signal(&self.conversation, Signal::ParticipantLeft).await;
         }
+        if let Some(watcher) = self.watcher.take() {
+            watched_at_end = tokio::task::spawn_blocking(move || watcher.finish()).await.ok();
+        }
+        if let Some(watched) = watched_at_end {
+            analysed(&api, &self.conversation, &watched).await;
+        }
         if let (Some(recorder), Some(store)) = (self.recorder.take(), edge.config.recordings.clone()) {
             edge.keeping.send_modify(|n| *n += 1);
             let name = format!("{}-{}", self.conversation, self.session);
             keep(&api, &store, recorder, &self.conversation, &name).await;
             edge.keeping.send_modify(|n| *n -= 1);
+        }
+    }
+
+    /// Sends what the peer has to send now.
+    async fn flush(&mut self) {
+        while let Poll::Transmit { destination, contents } = self.peer.poll() {
+            if let Err(e) = self.socket.send_to(&contents, destination).await {
+                tracing::debug!("peer send: {e}");
+            }
+        }
+    }
+
+    /// The participant was seen or heard: tells the conversation's
+    /// lifecycle, at most every [`ACTIVE_EVERY`].
+    async fn active(&mut self, api: &Api) {
+        let now = Instant::now();
+        if self.last_active.is_none_or(|last| now.duration_since(last) >= ACTIVE_EVERY) {
+            self.last_active = Some(now);
+            api.host.signal(&self.conversation, Signal::ParticipantActive).await;
         }
     }
 
@@ -418,6 +518,12 @@ impl Driver {
                         }
                     }
                 }
+                if let Some((config, asks)) = self.watch_for.take() {
+                    match Watcher::start(&config, asks) {
+                        Ok(watcher) => self.watcher = Some(watcher),
+                        Err(e) => tracing::error!(conversation = %self.conversation, "perception cannot start: {e}"),
+                    }
+                }
                 self.media.presence(true);
                 api.host.signal(&self.conversation, Signal::ParticipantJoined).await;
             }
@@ -425,9 +531,18 @@ impl Driver {
                 if let (Some(r), Some(at)) = (&self.recorder, self.peer.media_time(Instant::now())) {
                     r.heard(at, &pcm);
                 }
+                let rms = (pcm.iter().map(|s| s * s).sum::<f32>() / pcm.len().max(1) as f32).sqrt();
+                if rms > VOICE_RMS {
+                    self.active(api).await;
+                }
                 self.media.heard(&pcm);
             }
-            PeerEvent::Video(frame) => self.media.seen(&frame),
+            PeerEvent::Video(frame) => {
+                if let Some(watcher) = &mut self.watcher {
+                    watcher.frame(Instant::now(), &frame);
+                }
+                self.media.seen(&frame);
+            }
             PeerEvent::Data(text) => match messages::parse(&text, &self.conversation) {
                 Ok(message) => self.media.message(message),
                 Err(why) => {
@@ -476,23 +591,24 @@ async fn keep(api: &Api, store: &RecordingStore, recorder: Recorder, conversatio
             "duration": (recorded.duration * 100.0).round() / 100.0,
         })
     };
-    // Storage may fail for a moment: the webhook is worth a few tries.
-    let mut delay = Duration::from_millis(200);
-    for _ in 0..8 {
-        let queued = match api.db().conversation(conversation).await {
-            Ok(Some(row)) => api.host.emit(&row, "application.recording_ready", properties(&row)).await,
-            Ok(None) => {
-                tracing::warn!(conversation, "recording kept at {}, but the conversation is gone", stored.uri);
-                return;
-            }
-            Err(e) => Err(e),
-        };
-        match queued {
-            Ok(()) => return,
-            Err(e) => tracing::warn!(conversation, "queueing application.recording_ready (retrying): {e}"),
-        }
-        tokio::time::sleep(delay).await;
-        delay *= 2;
+    if !api.host.emit_later(conversation, "application.recording_ready", properties).await {
+        tracing::error!(conversation, "the recording is at {}", stored.uri);
     }
-    tracing::error!(conversation, "application.recording_ready was not queued; the recording is at {}", stored.uri);
+}
+
+/// Logs what a call's perception cost and queues
+/// `application.perception_analysis`.
+async fn analysed(api: &Api, conversation: &str, watched: &Watched) {
+    tracing::info!(
+        conversation,
+        "perception looked at {} frames ({} skipped, {} unreadable), {:.1} ms each",
+        watched.frames_looked_at,
+        watched.frames_skipped,
+        watched.frames_failed,
+        watched.mean_look.as_secs_f64() * 1e3
+    );
+    let analysis = perception::analysis_json(&watched.analysis);
+    let properties =
+        |row: &crate::db::ConversationRow| serde_json::json!({"replica_id": row.replica_id, "analysis": analysis});
+    api.host.emit_later(conversation, "application.perception_analysis", properties).await;
 }

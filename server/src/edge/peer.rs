@@ -90,6 +90,28 @@ impl VideoFrame {
         Self { width, height, i420 }
     }
 
+    /// The frame in RGB (BT.601, limited range, as openh264 decodes), for
+    /// perception. Chroma is shared by each 2×2 block.
+    pub fn to_rgb(&self) -> tete_engine::face::RgbImage {
+        let (w, h) = (self.width, self.height);
+        let mut rgb = vec![0u8; w * h * 3];
+        if self.is_valid() {
+            let (luma, chroma) = (w * h, (w / 2) * (h / 2));
+            let (u_plane, v_plane) = (&self.i420[luma..luma + chroma], &self.i420[luma + chroma..]);
+            for (k, px) in rgb.chunks_exact_mut(3).enumerate() {
+                let (x, y) = (k % w, k / w);
+                let c = (y / 2) * (w / 2) + x / 2;
+                let luma = (f32::from(self.i420[k]) - 16.0) * (255.0 / 219.0);
+                let (u, v) = (f32::from(u_plane[c]) - 128.0, f32::from(v_plane[c]) - 128.0);
+                let scale = 255.0 / 224.0;
+                px[0] = (luma + scale * 1.402 * v).round().clamp(0.0, 255.0) as u8;
+                px[1] = (luma - scale * (0.344_136 * u + 0.714_136 * v)).round().clamp(0.0, 255.0) as u8;
+                px[2] = (luma + scale * 1.772 * u).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+        tete_engine::face::RgbImage::from_raw(w as u32, h as u32, rgb).unwrap_or_default()
+    }
+
     fn is_valid(&self) -> bool {
         self.width >= 16
             && self.height >= 16

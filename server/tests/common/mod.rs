@@ -362,3 +362,10 @@ fn console_json(line: &str, tag: &str) -> Option<serde_json::Value> {
     let end = rest.rfind("}\"").map_or(rest.len(), |i| i + 1);
     serde_json::from_str(&rest[..end]).ok()
 }
+
+/// Where a model of the built-in manifest lives in the default home (the
+/// test command fetches them).
+pub fn model_dir(id: &str) -> std::path::PathBuf {
+    let manifest = tete_engine::models::Manifest::embedded().unwrap();
+    tete_engine::models::Store::new(tete_engine::models::default_home()).model_dir(&manifest.model(id).unwrap().id)
+}

@@ -1,0 +1,110 @@
+//! Perception on a call: each camera frame looked at once (faces, the main
+//! face's landmarks and expression), and the session's view of the user
+//! built from those looks: live notes, the persona's visual awareness
+//! queries answered as the state changes, and the end-of-call analysis.
+
+use std::sync::Arc;
+
+use super::queries::{self, Answer};
+use super::signals::{Note, Observation, SignalConfig, SignalTracker, Summary, head_angles};
+use super::{ExpressionNet, PerceptionError, face_crop};
+use crate::face::{BlazeFace, FaceMesh, RgbImage};
+
+/// The nets perception runs per frame, loaded once and shared by every session.
+#[derive(Clone)]
+pub struct Perceiver {
+    detector: Arc<BlazeFace>,
+    mesher: Arc<FaceMesh>,
+    expressions: Arc<ExpressionNet>,
+}
+
+impl std::fmt::Debug for Perceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Perceiver")
+    }
+}
+
+impl Perceiver {
+    pub fn new(detector: Arc<BlazeFace>, mesher: Arc<FaceMesh>, expressions: Arc<ExpressionNet>) -> Self {
+        Self { detector, mesher, expressions }
+    }
+
+    /// What `image`, shown at `t` seconds on the session clock, shows: how
+    /// many faces, and the largest one's expression and head turn.
+    pub fn observe(&self, image: &RgbImage, t: f64) -> Result<Observation, PerceptionError> {
+        let faces = self.detector.detect(image)?;
+        let main =
+            faces.iter().max_by(|a, b| (a.bbox.width * a.bbox.height).total_cmp(&(b.bbox.width * b.bbox.height)));
+        let Some(face) = main else { return Ok(Observation { t, ..Default::default() }) };
+        let expression = match face_crop(image, &face.bbox) {
+            Some(crop) => Some(self.expressions.probabilities(&crop)?),
+            None => None,
+        };
+        let mesh = self.mesher.landmarks(image, face)?;
+        let points: Vec<[f32; 2]> = mesh.points.iter().map(|p| [p[0], p[1]]).collect();
+        Ok(Observation { t, faces: faces.len(), expression, head: head_angles(&points) })
+    }
+}
+
+/// One session's view of the user, from its observations in time order.
+#[derive(Debug, Clone)]
+pub struct UserView {
+    tracker: SignalTracker,
+    /// The persona's visual awareness queries and their current answers.
+    queries: Vec<(String, Option<bool>)>,
+    timeline: Vec<Note>,
+}
+
+/// What the call showed, for `application.perception_analysis`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    pub summary: Summary,
+    /// The notes of the call, in order.
+    pub timeline: Vec<Note>,
+    /// The persona's analysis queries and their answers.
+    pub answers: Vec<(String, String)>,
+}
+
+impl UserView {
+    pub fn new(config: SignalConfig, visual_queries: &[String]) -> Self {
+        Self {
+            tracker: SignalTracker::new(config),
+            queries: visual_queries.iter().map(|q| (q.clone(), None)).collect(),
+            timeline: Vec::new(),
+        }
+    }
+
+    /// Takes one observation; returns the notes it brings: changes of the
+    /// user's state, and visual awareness queries whose answer changed.
+    pub fn observe(&mut self, o: &Observation) -> Vec<Note> {
+        let mut notes = self.tracker.observe(o);
+        let state = self.tracker.state();
+        for (question, last) in &mut self.queries {
+            let now = match queries::live(question, state) {
+                Answer::Yes => Some(true),
+                Answer::No => Some(false),
+                Answer::Unknown | Answer::Unanswerable => None,
+            };
+            if now.is_some() && now != *last {
+                let word = if now == Some(true) { "yes" } else { "no" };
+                notes.push(Note { t: o.t, text: format!("{} {word}", question.trim()) });
+            }
+            if now.is_some() {
+                *last = now;
+            }
+        }
+        self.timeline.extend(notes.iter().cloned());
+        notes
+    }
+
+    pub fn present(&self) -> bool {
+        self.tracker.state().present
+    }
+
+    /// The end-of-call analysis, answering `analysis_queries`.
+    pub fn analysis(&self, analysis_queries: &[String]) -> Analysis {
+        let summary = self.tracker.summary();
+        let answers = analysis_queries.iter().map(|q| (q.clone(), queries::after_call(q, &summary))).collect();
+        Analysis { summary, timeline: self.timeline.clone(), answers }
+    }
+}
