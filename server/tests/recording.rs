@@ -6,7 +6,8 @@
 //! must be kept, announced by `application.recording_ready`, and readable
 //! by FFmpeg (PyAV, `probe_media.py`): H.264 and Opus in MP4, both voices
 //! in it, and the beeps heard within one frame of when they are seen.
-//! Headless Chromium then plays the file. A second run keeps the
+//! The aiortc client, too, hears the beeps when it sees them, on the RTP
+//! clocks of the two tracks. Headless Chromium then plays the file. A second run keeps the
 //! recording in an S3-compatible bucket: moto's server (PyPI `moto`) on
 //! 127.0.0.1.
 
@@ -96,8 +97,9 @@ async fn fixture(db_dir: &Path, recordings: RecordingStore) -> Fixture {
 }
 
 /// Runs a recorded call of about `seconds` with the aiortc peer and
-/// returns the `application.recording_ready` properties.
-async fn recorded_call(f: &Fixture, dir: &Path, seconds: f64) -> Value {
+/// returns the `application.recording_ready` properties and what the
+/// client reported.
+async fn recorded_call(f: &Fixture, dir: &Path, seconds: f64) -> (Value, Value) {
     let body = json!({"replica_id": "rstockastronaut", "properties": {"enable_recording": true}});
     let (status, c) = f.app.call("POST", "/v2/conversations", Some(body)).await;
     assert_eq!(status, StatusCode::OK, "{c}");
@@ -114,7 +116,9 @@ async fn recorded_call(f: &Fixture, dir: &Path, seconds: f64) -> Value {
         .expect("python3 with aiortc (scripts/test.sh installs it)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("\"connected\": true"), "{stdout}");
+    let client: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(client["connected"], true, "{client}");
 
     let ready = common::eventually(Duration::from_secs(30), || async {
         let (_, c) = f.app.call("GET", &format!("/v2/conversations/{id}?verbose=true"), None).await;
@@ -129,7 +133,15 @@ async fn recorded_call(f: &Fixture, dir: &Path, seconds: f64) -> Value {
     let duration = properties["duration"].as_f64().unwrap();
     assert!(duration > seconds - 1.0 && duration < seconds + 3.0, "duration {duration} for a {seconds} s call");
     assert!(properties["storage_uri"].as_str().unwrap().ends_with(".mp4"), "{properties}");
-    properties
+    (properties, client)
+}
+
+/// Audio − video at each beep: for every time the picture turned bright,
+/// the nearest time the sound turned loud.
+fn av_offsets(seen: &[f64], heard: &[f64]) -> Vec<f64> {
+    seen.iter()
+        .filter_map(|&s| heard.iter().map(|&h| h - s).min_by(|a, b| a.abs().total_cmp(&b.abs())))
+        .collect()
 }
 
 /// What FFmpeg reads in a recording.
@@ -234,7 +246,18 @@ async fn a_recorded_call_is_kept_locally_and_plays() {
     let dir = tempfile::tempdir().unwrap();
     let store = RecordingStore::local(dir.path().join("recordings")).unwrap();
     let f = fixture(dir.path(), store).await;
-    let properties = recorded_call(&f, dir.path(), 5.0).await;
+    let (properties, client) = recorded_call(&f, dir.path(), 5.0).await;
+    // At the client, on the RTP clocks the edge stamps both tracks from:
+    // the beeps are heard when they are seen (as in the recording).
+    let times = |k: &str| -> Vec<f64> {
+        client["onsets"][k].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect()
+    };
+    let (seen, heard) = (times("seen"), times("heard"));
+    let offsets = av_offsets(&seen, &heard);
+    println!("client: beeps seen at {seen:.3?}, heard at {heard:.3?}; audio − video {offsets:.3?}");
+    assert!(offsets.len() >= 3, "too few beeps at the client: {client}");
+    let offset = median(offsets);
+    assert!((-0.06..=0.02).contains(&offset), "the client hears the beeps {offset:.3} s from when it sees them");
     assert_eq!(properties["storage_provider"], "local");
     let uri = url::Url::parse(properties["storage_uri"].as_str().unwrap()).unwrap();
     let path = uri.to_file_path().unwrap();
@@ -302,7 +325,7 @@ async fn a_recorded_call_goes_to_an_s3_bucket() {
     };
     let store = RecordingStore::s3(dir.path().join("spool"), config).unwrap();
     let f = fixture(dir.path(), store).await;
-    let properties = recorded_call(&f, dir.path(), 4.0).await;
+    let (properties, _) = recorded_call(&f, dir.path(), 4.0).await;
     assert_eq!(properties["storage_provider"], "s3", "{properties}");
     let uri = properties["storage_uri"].as_str().unwrap();
     let key = uri.strip_prefix("s3://calls/").unwrap_or_else(|| panic!("{uri}"));

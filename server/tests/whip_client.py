@@ -64,6 +64,20 @@ def http(method, url, body=None, headers=None):
         return e.code, dict(e.headers), e.read().decode()
 
 
+def onsets(pictures, sounds):
+    """When the top of the picture turns bright, and when the sound turns
+    loud (10 ms windows), each on its own track's RTP clock in seconds."""
+    seen = [t for (p, a), (t, b) in zip(pictures, pictures[1:]) if a < 125 <= b]
+    windows = []
+    for t, rate, pcm in sounds:
+        n = rate // 100
+        for k in range(len(pcm) // n):
+            windows.append((t + k * n / rate, float(np.sqrt(np.mean(pcm[k * n : (k + 1) * n] ** 2)))))
+    loud = max((r for _, r in windows), default=0.0)
+    heard = [t for (_, a), (t, b) in zip(windows, windows[1:]) if a < loud / 2 <= b]
+    return {"seen": seen, "heard": heard}
+
+
 async def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
@@ -83,6 +97,9 @@ async def main():
     received_messages = []
     channel.on("message", lambda m: received_messages.append(m if isinstance(m, str) else m.decode()))
     samples = []
+    # (RTP time in seconds, what it showed) of each picture and sound, for
+    # the audio/video alignment: the top half's luma, the 20 ms of samples.
+    pictures, sounds = [], []
     video = {"frames": 0}
     connected = asyncio.Event()
 
@@ -101,6 +118,8 @@ async def main():
                     return
                 luma = frame.to_ndarray(format="gray")
                 half = luma.shape[0] // 2
+                if frame.pts is not None:
+                    pictures.append((float(frame.pts * frame.time_base), float(luma[:half].mean())))
                 video.update(
                     frames=video["frames"] + 1,
                     width=frame.width,
@@ -123,6 +142,8 @@ async def main():
                 if frame.layout.name == "stereo":
                     pcm = pcm.reshape(-1, 2).mean(axis=1)
                 samples.append((frame.sample_rate, pcm))
+                if frame.pts is not None:
+                    sounds.append((float(frame.pts * frame.time_base), frame.sample_rate, pcm))
 
         asyncio.ensure_future(pull())
 
@@ -171,6 +192,7 @@ async def main():
             "audio_hz": crossings / 2 / (len(steady) / rate) if len(steady) else 0.0,
             "video": video,
             "messages": received_messages,
+            "onsets": onsets(pictures, sounds),
         }
     )
     print(json.dumps(result))
