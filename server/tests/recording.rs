@@ -106,18 +106,8 @@ async fn recorded_call(f: &Fixture, dir: &Path, seconds: f64) -> (Value, Value) 
     let id = c["conversation_id"].as_str().unwrap().to_string();
     let wav = dir.join("mic.wav");
     common::tone_wav(&wav, USER_HZ, seconds + 2.0);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/whip_client.py");
-    let python = std::env::var("TETE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let mut command = std::process::Command::new(python);
-    command.args([script, &format!("{}/c/{id}/whip", f.base), wav.to_str().unwrap(), &seconds.to_string()]);
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .expect("python3 with aiortc (scripts/test.sh installs it)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    let client: Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let client =
+        common::run_client(common::whip_client(&format!("{}/c/{id}/whip", f.base), &wav, seconds)).await.unwrap();
     assert_eq!(client["connected"], true, "{client}");
 
     let ready = common::eventually(Duration::from_secs(30), || async {
@@ -139,9 +129,7 @@ async fn recorded_call(f: &Fixture, dir: &Path, seconds: f64) -> (Value, Value) 
 /// Audio − video at each beep: for every time the picture turned bright,
 /// the nearest time the sound turned loud.
 fn av_offsets(seen: &[f64], heard: &[f64]) -> Vec<f64> {
-    seen.iter()
-        .filter_map(|&s| heard.iter().map(|&h| h - s).min_by(|a, b| a.abs().total_cmp(&b.abs())))
-        .collect()
+    seen.iter().filter_map(|&s| heard.iter().map(|&h| h - s).min_by(|a, b| a.abs().total_cmp(&b.abs()))).collect()
 }
 
 /// What FFmpeg reads in a recording.
@@ -249,9 +237,8 @@ async fn a_recorded_call_is_kept_locally_and_plays() {
     let (properties, client) = recorded_call(&f, dir.path(), 5.0).await;
     // At the client, on the RTP clocks the edge stamps both tracks from:
     // the beeps are heard when they are seen (as in the recording).
-    let times = |k: &str| -> Vec<f64> {
-        client["onsets"][k].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect()
-    };
+    let times =
+        |k: &str| -> Vec<f64> { client["onsets"][k].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect() };
     let (seen, heard) = (times("seen"), times("heard"));
     let offsets = av_offsets(&seen, &heard);
     println!("client: beeps seen at {seen:.3?}, heard at {heard:.3?}; audio − video {offsets:.3?}");

@@ -159,21 +159,9 @@ async fn an_aiortc_peer_talks_and_listens_over_whip() {
     common::tone_wav(&wav, 300.0, 6.0);
     let respond = json!({"message_type": "conversation", "event_type": "conversation.respond",
                          "conversation_id": id, "properties": {"text": "hello"}});
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/whip_client.py");
-    // scripts/test.sh points this at a venv with aiortc.
-    let python = std::env::var("TETE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let mut command = std::process::Command::new(python);
-    command.args([script, &f.whip(&id), wav.to_str().unwrap(), "3"]);
+    let mut command = common::whip_client(&f.whip(&id), &wav, 3.0);
     command.args(["--message", &respond.to_string(), "--message", "{not json"]);
-    // The client runs on its own thread while this runtime serves it.
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .expect("python3 with aiortc (scripts/test.sh installs it)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    let client: Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let client = common::run_client(command).await.unwrap();
     println!("client: {client}");
     assert_eq!(client["join_status"], 201, "{client}");
     assert_eq!(client["connected"], true, "{client}");

@@ -369,3 +369,25 @@ pub fn model_dir(id: &str) -> std::path::PathBuf {
     let manifest = tete_engine::models::Manifest::embedded().unwrap();
     tete_engine::models::Store::new(tete_engine::models::default_home()).model_dir(&manifest.model(id).unwrap().id)
 }
+
+/// The aiortc peer (`whip_client.py`) joining at `whip` with `wav` as its
+/// microphone for `seconds`; scripts/test.sh points `TETE_TEST_PYTHON` at
+/// a venv with aiortc.
+pub fn whip_client(whip: &str, wav: &std::path::Path, seconds: f64) -> std::process::Command {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/whip_client.py");
+    let python = std::env::var("TETE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut command = std::process::Command::new(python);
+    command.arg(script).arg(whip).arg(wav).arg(seconds.to_string());
+    command
+}
+
+/// Runs the client on a thread of its own (the test's runtime serves it)
+/// and gives its report.
+pub fn run_client(mut command: std::process::Command) -> tokio::task::JoinHandle<serde_json::Value> {
+    tokio::task::spawn_blocking(move || {
+        let output = command.output().expect("python3 with aiortc (scripts/test.sh installs it)");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    })
+}
