@@ -1,7 +1,8 @@
 //! The fuzz corpus (`server/fuzz/corpus/`, grown by `cargo fuzz` on the
 //! offer and data-channel targets) replayed on stable: every input is
-//! answered or refused with an error, none panics; and the real offers in
-//! it (aiortc's) are still answered.
+//! answered or refused with an error, none panics; the real offers in it
+//! (aiortc's) are still answered, and the offer on which the fuzzer found
+//! str0m asserting is refused.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,13 @@ fn every_offer_in_the_corpus_is_answered_or_refused() {
     )
     .unwrap();
     assert!(Peer::accept(&real, local, Instant::now()).is_ok(), "aiortc's offer is refused");
+    // The input the fuzzer found str0m asserting on ("Pt locked multiple
+    // times"): refused, not a panic.
+    let locked = std::fs::read_to_string(
+        inputs.iter().find(|(p, _)| p.ends_with("str0m-pt-locked-twice.sdp")).unwrap().0.clone(),
+    )
+    .unwrap();
+    assert!(matches!(Peer::accept(&locked, local, Instant::now()), Err(tete_server::edge::peer::PeerError::Offer(_))));
 }
 
 #[test]
