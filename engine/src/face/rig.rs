@@ -157,7 +157,8 @@ pub(crate) fn mouth_landmarks() -> impl Iterator<Item = usize> {
     LIP_LINES.iter().flat_map(|(line, ..)| line[1..10].iter().copied()).chain(CORNERS).chain(JAW.map(|(i, _)| i))
 }
 
-fn dist(a: [f32; 2], b: [f32; 2]) -> f32 {
+/// Distance between two points.
+pub(crate) fn dist(a: [f32; 2], b: [f32; 2]) -> f32 {
     ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
 }
 

@@ -24,7 +24,7 @@ use image::imageops;
 use openh264::formats::YUVSource as _;
 
 use super::replica::{Framing, Replica, ReplicaConfig, ReplicaError};
-use super::rig::{CHIN, FOREHEAD, MouthShape, Pose, Rig};
+use super::rig::{CHIN, FOREHEAD, MouthShape, Pose, Rig, dist};
 use super::{BlazeFace, FaceMesh, RgbImage, render_cpu};
 use demux::Track;
 pub use mouths::{LearnedMouth, LearnedMouths};
@@ -278,10 +278,6 @@ fn to_rgb(picture: &openh264::decoder::DecodedYUV<'_>, quarter_turns: u8) -> Rgb
         3 => imageops::rotate270(&image),
         _ => image,
     }
-}
-
-fn dist(a: [f32; 2], b: [f32; 2]) -> f32 {
-    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
 }
 
 /// Finds and measures the face in one frame, counting people the way

@@ -138,8 +138,10 @@ struct Mix {
     /// The media time the file starts at (its first keyframe, or its first
     /// sound without video).
     origin: Option<Duration>,
-    /// Audio that came before the origin was known.
+    /// Audio that came before the origin was known, and the media time of
+    /// the replica's first sound among it.
     early: Vec<Item>,
+    first_sound: Option<Duration>,
     /// Samples not yet written, starting at sample `written`.
     pending: VecDeque<f32>,
     written: u64,
@@ -148,6 +150,8 @@ struct Mix {
     user_next: Option<u64>,
     upsample: StreamResampler,
     encoder: opus::Encoder,
+    /// The 20 ms being encoded, and its packet.
+    frame: Vec<f32>,
     packet: Vec<u8>,
     last_video: Option<f64>,
     video_frames: u64,
@@ -165,12 +169,14 @@ impl Mix {
             muxer: None,
             origin: None,
             early: Vec::new(),
+            first_sound: None,
             pending: VecDeque::new(),
             written: 0,
             replica_end: 0,
             user_next: None,
             upsample: StreamResampler::new(crate::edge::peer::ENGINE_RATE, RATE)?,
             encoder,
+            frame: vec![0.0; FRAME],
             packet: vec![0; 4000],
             last_video: None,
             video_frames: 0,
@@ -220,14 +226,12 @@ impl Mix {
                 // Pictures before the first keyframe cannot be decoded.
                 Item::Video(_) => {}
                 audio => {
-                    let first =
-                        self.early.iter().find_map(|i| if let Item::Replica(at, _) = i { Some(*at) } else { None });
-                    let waited = match (&audio, first) {
-                        (Item::Replica(at, _), Some(first)) => at.saturating_sub(first) >= VIDEO_WAIT,
+                    let waited = match &audio {
+                        Item::Replica(at, _) => at.saturating_sub(*self.first_sound.get_or_insert(*at)) >= VIDEO_WAIT,
                         _ => false,
                     };
                     self.early.push(audio);
-                    if let (true, Some(first)) = (waited, first) {
+                    if let (true, Some(first)) = (waited, self.first_sound) {
                         self.begin(first, None)?;
                         self.replay()?;
                     }
@@ -291,11 +295,10 @@ impl Mix {
     /// Encodes and writes whole frames of the mix up to sample `until`.
     fn write_until(&mut self, until: u64) -> Result<(), RecordError> {
         while self.written + FRAME as u64 <= until {
-            let mut frame: Vec<f32> = (0..FRAME).map(|_| self.pending.pop_front().unwrap_or(0.0)).collect();
-            for s in &mut frame {
-                *s = s.clamp(-1.0, 1.0);
+            for s in &mut self.frame {
+                *s = self.pending.pop_front().unwrap_or(0.0).clamp(-1.0, 1.0);
             }
-            let n = self.encoder.encode_float(&frame, &mut self.packet)?;
+            let n = self.encoder.encode_float(&self.frame, &mut self.packet)?;
             let pts = self.written as f64 / f64::from(RATE);
             if let Some(muxer) = self.muxer.as_mut() {
                 muxer.write_audio(pts, &self.packet[..n])?;
@@ -335,8 +338,7 @@ impl Mix {
     fn finish(mut self) -> Result<Recorded, RecordError> {
         if self.origin.is_none() {
             // No picture came: keep the sound.
-            let first = self.early.iter().find_map(|i| if let Item::Replica(at, _) = i { Some(*at) } else { None });
-            let Some(first) = first else { return Err(RecordError::Empty) };
+            let Some(first) = self.first_sound else { return Err(RecordError::Empty) };
             self.begin(first, None)?;
             self.replay()?;
         }

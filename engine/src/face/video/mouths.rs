@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::face::animate::viseme_shape;
 use crate::face::replica::ReplicaError;
-use crate::face::rig::{CHIN, FOREHEAD, MouthShape, mouth_landmarks};
+use crate::face::rig::{CHIN, FOREHEAD, MouthShape, dist, mouth_landmarks};
 use crate::tts::viseme::Viseme;
 
 /// Landmarks that stay put while the mouth moves: eye corners (33, 133,
@@ -320,10 +320,6 @@ fn speaking(moving: &[bool], times: &[f32], still: (usize, usize)) -> Vec<bool> 
             !(still.0..=still.1).contains(&i) && (moving(i) || between)
         })
         .collect()
-}
-
-fn dist(a: [f32; 2], b: [f32; 2]) -> f32 {
-    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
 }
 
 /// `points` moved by the similarity transform (rotation, uniform scale,
