@@ -11,6 +11,8 @@ pub mod cpu;
 pub mod cuda;
 pub mod gate;
 pub mod mel;
+pub mod quant;
+pub mod vecmath;
 pub mod warp;
 
 /// CUDA C sources of the project's kernels, by name.
@@ -54,6 +56,8 @@ pub enum KernelError {
     NoNvrtc,
     #[error("CUDA kernel {name} failed to compile: {log}")]
     Compile { name: String, log: String },
+    #[error("quantized matrix: {0}")]
+    BadMatrix(String),
     #[error("bad frame record: {0}")]
     BadRecord(String),
     #[error("CUDA error: {0}")]

@@ -1,0 +1,547 @@
+//! Quantized matrix products for the resident LLM.
+//!
+//! Weights are kept in two block formats of 32 values, as GGUF files carry
+//! them: Q4_1 (a scale `d` and minimum `m` per block, 4-bit codes,
+//! `w = d·q + m`) and Q8_0 (a scale per block, signed 8-bit codes,
+//! `w = d·q`). Scales are stored as f32 in their own arrays, so the inner
+//! loop reads codes only and the Q4_1 minimum term becomes one short dot
+//! product per row. Activations are quantized per 32-block to signed 8-bit
+//! ([`QActs`]: scale `d`, codes, and `s = d·Σq` for the minimum term), as
+//! llama.cpp does, so a block's product is an integer dot product of 32
+//! pairs: `dw·da·Σ qw·qa (+ mw·sa)`.
+//!
+//! [`QMatrix::matmul`] multiplies `m` token rows at once: each weight block
+//! is unpacked once and used for up to four tokens (prefill and batched
+//! decode), and rows are split across rayon's threads. The AVX2 path is
+//! compiled when the build enables AVX2 and FMA (the workspace builds for
+//! x86-64-v3); [`QMatrix::matmul_reference`] defines the exact result: the
+//! same quantized values multiplied in f64.
+
+#![allow(unsafe_code)]
+
+use rayon::prelude::*;
+
+use crate::KernelError;
+
+/// Values per quantization block.
+pub const BLOCK: usize = 32;
+
+/// Token rows multiplied together against one unpacked weight block.
+const TOKENS: usize = 4;
+
+/// A weight block format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QKind {
+    /// 4-bit codes with a scale and a minimum per block.
+    Q4_1,
+    /// Signed 8-bit codes with a scale per block.
+    Q8_0,
+}
+
+impl QKind {
+    /// Bytes of codes per block.
+    fn code_bytes(self) -> usize {
+        match self {
+            Self::Q4_1 => BLOCK / 2,
+            Self::Q8_0 => BLOCK,
+        }
+    }
+}
+
+/// A `rows × cols` weight matrix in one block format, row-major.
+#[derive(Debug, Clone)]
+pub struct QMatrix {
+    kind: QKind,
+    rows: usize,
+    cols: usize,
+    /// Per block: the scale, `rows · cols / 32` of them.
+    d: Vec<f32>,
+    /// Per block: the minimum (Q4_1 only, else empty).
+    m: Vec<f32>,
+    /// Codes: Q4_1 packs element `j` of a block in the low nibble of byte
+    /// `j` and element `j + 16` in its high nibble; Q8_0 holds one `i8` per byte.
+    codes: Vec<u8>,
+}
+
+impl QMatrix {
+    /// A Q4_1 matrix from its scales, minimums and packed codes.
+    pub fn q4_1(rows: usize, cols: usize, d: Vec<f32>, m: Vec<f32>, codes: Vec<u8>) -> Result<Self, KernelError> {
+        let blocks = Self::blocks_of(rows, cols)?;
+        if d.len() != blocks || m.len() != blocks || codes.len() != blocks * BLOCK / 2 {
+            return Err(KernelError::BadMatrix(format!(
+                "Q4_1 {rows}x{cols} needs {blocks} scales, {blocks} minimums and {} code bytes; got {}, {} and {}",
+                blocks * BLOCK / 2,
+                d.len(),
+                m.len(),
+                codes.len()
+            )));
+        }
+        Ok(Self { kind: QKind::Q4_1, rows, cols, d, m, codes })
+    }
+
+    /// A Q8_0 matrix from its scales and codes.
+    pub fn q8_0(rows: usize, cols: usize, d: Vec<f32>, codes: Vec<i8>) -> Result<Self, KernelError> {
+        let blocks = Self::blocks_of(rows, cols)?;
+        if d.len() != blocks || codes.len() != blocks * BLOCK {
+            return Err(KernelError::BadMatrix(format!(
+                "Q8_0 {rows}x{cols} needs {blocks} scales and {} codes; got {} and {}",
+                blocks * BLOCK,
+                d.len(),
+                codes.len()
+            )));
+        }
+        let codes = codes.into_iter().map(|c| c as u8).collect();
+        Ok(Self { kind: QKind::Q8_0, rows, cols, d, m: Vec::new(), codes })
+    }
+
+    /// Quantizes row-major f32 `values` to Q8_0 (scale = max |w| / 127 per block).
+    pub fn quantize_q8_0(rows: usize, cols: usize, values: &[f32]) -> Result<Self, KernelError> {
+        Self::check_values(rows, cols, values)?;
+        let mut d = Vec::with_capacity(values.len() / BLOCK);
+        let mut codes = Vec::with_capacity(values.len());
+        for block in values.chunks_exact(BLOCK) {
+            let (scale, q) = quantize_block_i8(block);
+            d.push(scale);
+            codes.extend_from_slice(&q);
+        }
+        Self::q8_0(rows, cols, d, codes)
+    }
+
+    /// Quantizes row-major f32 `values` to Q4_1 (16 steps from each block's minimum to its maximum).
+    pub fn quantize_q4_1(rows: usize, cols: usize, values: &[f32]) -> Result<Self, KernelError> {
+        Self::check_values(rows, cols, values)?;
+        let blocks = values.len() / BLOCK;
+        let (mut d, mut m, mut codes) = (Vec::with_capacity(blocks), Vec::with_capacity(blocks), Vec::new());
+        for block in values.chunks_exact(BLOCK) {
+            let lo = block.iter().copied().fold(f32::INFINITY, f32::min);
+            let hi = block.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let scale = (hi - lo) / 15.0;
+            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+            let q = |x: f32| ((x - lo) * inv).round().clamp(0.0, 15.0) as u8;
+            codes.extend((0..BLOCK / 2).map(|j| q(block[j]) | (q(block[j + BLOCK / 2]) << 4)));
+            d.push(scale);
+            m.push(lo);
+        }
+        Self::q4_1(rows, cols, d, m, codes)
+    }
+
+    /// The Q8_0 form of this matrix: itself when it is Q8_0, else its values requantized.
+    pub fn to_q8_0(&self) -> Self {
+        if self.kind == QKind::Q8_0 {
+            return self.clone();
+        }
+        let mut values = vec![0.0; self.rows * self.cols];
+        for (r, row) in values.chunks_exact_mut(self.cols).enumerate() {
+            self.dequantize_row(r, row);
+        }
+        // The shape was valid for `self`, so it is for the copy.
+        Self::quantize_q8_0(self.rows, self.cols, &values).expect("same shape")
+    }
+
+    /// Stacks matrices with the same column count: their rows one after the
+    /// other. Mixed formats are all brought to Q8_0.
+    pub fn concat_rows(parts: &[QMatrix]) -> Result<Self, KernelError> {
+        let first = parts.first().ok_or_else(|| KernelError::BadMatrix("no matrices to stack".into()))?;
+        if let Some(p) = parts.iter().find(|p| p.cols != first.cols) {
+            return Err(KernelError::BadMatrix(format!("stacking {} columns onto {}", p.cols, first.cols)));
+        }
+        let same = parts.iter().all(|p| p.kind == first.kind);
+        let converted: Vec<QMatrix>;
+        let parts = if same {
+            parts
+        } else {
+            converted = parts.iter().map(QMatrix::to_q8_0).collect();
+            &converted
+        };
+        let rows = parts.iter().map(|p| p.rows).sum();
+        Ok(Self {
+            kind: parts[0].kind,
+            rows,
+            cols: first.cols,
+            d: parts.iter().flat_map(|p| p.d.iter().copied()).collect(),
+            m: parts.iter().flat_map(|p| p.m.iter().copied()).collect(),
+            codes: parts.iter().flat_map(|p| p.codes.iter().copied()).collect(),
+        })
+    }
+
+    fn blocks_of(rows: usize, cols: usize) -> Result<usize, KernelError> {
+        if cols == 0 || !cols.is_multiple_of(BLOCK) || rows == 0 {
+            return Err(KernelError::BadMatrix(format!(
+                "a {rows}x{cols} matrix: rows must be positive and columns a positive multiple of {BLOCK}"
+            )));
+        }
+        rows.checked_mul(cols / BLOCK).ok_or_else(|| KernelError::BadMatrix(format!("{rows}x{cols} overflows")))
+    }
+
+    fn check_values(rows: usize, cols: usize, values: &[f32]) -> Result<(), KernelError> {
+        let blocks = Self::blocks_of(rows, cols)?;
+        if values.len() != blocks * BLOCK {
+            return Err(KernelError::BadMatrix(format!(
+                "{rows}x{cols} needs {} values, got {}",
+                blocks * BLOCK,
+                values.len()
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn kind(&self) -> QKind {
+        self.kind
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes the weights occupy (codes and f32 scales).
+    pub fn bytes(&self) -> usize {
+        self.codes.len() + 4 * (self.d.len() + self.m.len())
+    }
+
+    /// Row `r` as f32 into `out` (`cols` long).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let kb = self.cols / BLOCK;
+        let cb = self.kind.code_bytes();
+        for (b, out) in out[..self.cols].chunks_exact_mut(BLOCK).enumerate() {
+            let i = r * kb + b;
+            let codes = &self.codes[i * cb..(i + 1) * cb];
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = match self.kind {
+                    QKind::Q4_1 => self.d[i] * f32::from(nibble(codes, j)) + self.m[i],
+                    QKind::Q8_0 => self.d[i] * f32::from(codes[j] as i8),
+                };
+            }
+        }
+    }
+
+    /// `out[t][r] = Σ_c w[r][c] · x[t][c]` for the `x.tokens()` rows of `x`,
+    /// with `out` holding `tokens · rows` floats.
+    pub fn matmul(&self, x: &QActs, out: &mut [f32]) {
+        assert_eq!(x.cols, self.cols, "activations have {} columns, the matrix {}", x.cols, self.cols);
+        assert_eq!(out.len(), x.m * self.rows, "output holds {} floats, {} needed", out.len(), x.m * self.rows);
+        let threads = rayon::current_num_threads().max(1);
+        // Enough chunks to balance a busy core, few enough that a chunk is worth a task.
+        let chunk = self.rows.div_ceil(4 * threads).max(16);
+        if x.m == 1 {
+            // One row at a time: each thread streams through its rows'
+            // codes in order (several rows at once measured slower here).
+            let acts = [x.row(0)];
+            out.par_chunks_mut(chunk).enumerate().for_each(|(c, out)| {
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = self.dot_rows::<1, 1>(c * chunk + i, &acts)[0][0];
+                }
+            });
+            return;
+        }
+        // Rows × tokens in a scratch (each chunk owns its rows), then
+        // transposed. Tokens go in groups of four through a chunk's rows,
+        // which stay in cache between groups.
+        let mut scratch = vec![0.0f32; self.rows * x.m];
+        scratch.par_chunks_mut(chunk * x.m).enumerate().for_each(|(c, part)| {
+            let rows = part.len() / x.m;
+            let mut t = 0;
+            while t + TOKENS <= x.m {
+                let acts: [ActRow<'_>; TOKENS] = std::array::from_fn(|i| x.row(t + i));
+                for i in 0..rows {
+                    let [v] = self.dot_rows::<1, TOKENS>(c * chunk + i, &acts);
+                    part[i * x.m + t..i * x.m + t + TOKENS].copy_from_slice(&v);
+                }
+                t += TOKENS;
+            }
+            for t in t..x.m {
+                let acts = [x.row(t)];
+                for i in 0..rows {
+                    part[i * x.m + t] = self.dot_rows::<1, 1>(c * chunk + i, &acts)[0][0];
+                }
+            }
+        });
+        for (r, row) in scratch.chunks_exact(x.m).enumerate() {
+            for (t, &v) in row.iter().enumerate() {
+                out[t * self.rows + r] = v;
+            }
+        }
+    }
+
+    /// Weight rows `r0 .. r0 + R` against the activation rows `acts`.
+    #[inline(always)]
+    fn dot_rows<const R: usize, const N: usize>(&self, r0: usize, acts: &[ActRow<'_>; N]) -> [[f32; N]; R] {
+        let kb = self.cols / BLOCK;
+        let cb = self.kind.code_bytes();
+        let d: [&[f32]; R] = std::array::from_fn(|i| &self.d[(r0 + i) * kb..(r0 + i + 1) * kb]);
+        let codes: [&[u8]; R] = std::array::from_fn(|i| &self.codes[(r0 + i) * kb * cb..(r0 + i + 1) * kb * cb]);
+        let mut out = match self.kind {
+            QKind::Q4_1 => simd::q4_1::<R, N>(d, codes, acts),
+            QKind::Q8_0 => simd::q8_0::<R, N>(d, codes, acts),
+        };
+        if self.kind == QKind::Q4_1 {
+            for (i, out) in out.iter_mut().enumerate() {
+                let m = &self.m[(r0 + i) * kb..(r0 + i + 1) * kb];
+                for (o, a) in out.iter_mut().zip(acts) {
+                    *o += crate::vecmath::dot(m, a.s);
+                }
+            }
+        }
+        out
+    }
+
+    /// The reference for [`matmul`](Self::matmul): the dequantized weights
+    /// times the dequantized activations, summed in f64.
+    pub fn matmul_reference(&self, x: &QActs, out: &mut [f32]) {
+        let mut w = vec![0.0f32; self.cols];
+        let a: Vec<Vec<f32>> = (0..x.m).map(|t| x.dequantize_row(t)).collect();
+        for r in 0..self.rows {
+            self.dequantize_row(r, &mut w);
+            for (t, a) in a.iter().enumerate() {
+                out[t * self.rows + r] =
+                    w.iter().zip(a).map(|(&w, &a)| f64::from(w) * f64::from(a)).sum::<f64>() as f32;
+            }
+        }
+    }
+}
+
+fn nibble(codes: &[u8], j: usize) -> u8 {
+    if j < BLOCK / 2 { codes[j] & 0x0F } else { codes[j - BLOCK / 2] >> 4 }
+}
+
+/// Scale `max |x| / 127` and the rounded codes of one block.
+fn quantize_block_i8(block: &[f32]) -> (f32, [i8; BLOCK]) {
+    let amax = block.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
+    let d = amax / 127.0;
+    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let mut q = [0i8; BLOCK];
+    for (q, &x) in q.iter_mut().zip(block) {
+        *q = (x * inv).round().clamp(-127.0, 127.0) as i8;
+    }
+    (d, q)
+}
+
+/// Activation rows quantized to signed 8-bit per 32-block, reused between calls.
+#[derive(Debug, Default, Clone)]
+pub struct QActs {
+    m: usize,
+    cols: usize,
+    d: Vec<f32>,
+    /// `d · Σ q` per block, for the Q4_1 minimum term.
+    s: Vec<f32>,
+    q: Vec<i8>,
+}
+
+/// One quantized activation row.
+#[derive(Clone, Copy)]
+struct ActRow<'a> {
+    d: &'a [f32],
+    s: &'a [f32],
+    q: &'a [i8],
+}
+
+impl QActs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Quantizes `x`, `m` rows of `cols` floats (`cols` a multiple of 32).
+    pub fn quantize(&mut self, x: &[f32], m: usize, cols: usize) {
+        assert!(cols.is_multiple_of(BLOCK) && x.len() == m * cols, "{} floats are not {m} rows of {cols}", x.len());
+        self.m = m;
+        self.cols = cols;
+        let blocks = m * cols / BLOCK;
+        self.d.resize(blocks, 0.0);
+        self.s.resize(blocks, 0.0);
+        self.q.resize(m * cols, 0);
+        for (b, block) in x.chunks_exact(BLOCK).enumerate() {
+            let (d, q) = quantize_block_i8(block);
+            self.d[b] = d;
+            self.s[b] = d * q.iter().map(|&q| i32::from(q)).sum::<i32>() as f32;
+            self.q[b * BLOCK..(b + 1) * BLOCK].copy_from_slice(&q);
+        }
+    }
+
+    /// Rows quantized by the last [`quantize`](Self::quantize).
+    pub fn tokens(&self) -> usize {
+        self.m
+    }
+
+    fn row(&self, t: usize) -> ActRow<'_> {
+        let kb = self.cols / BLOCK;
+        ActRow {
+            d: &self.d[t * kb..(t + 1) * kb],
+            s: &self.s[t * kb..(t + 1) * kb],
+            q: &self.q[t * self.cols..(t + 1) * self.cols],
+        }
+    }
+
+    /// Row `t` as the f32 values its codes stand for.
+    pub fn dequantize_row(&self, t: usize) -> Vec<f32> {
+        let row = self.row(t);
+        row.q.iter().enumerate().map(|(i, &q)| row.d[i / BLOCK] * f32::from(q)).collect()
+    }
+}
+
+/// The block dot products `Σ_b d_w[b] · d_a[b] · Σ_j q_w q_a` of `R`
+/// weight rows (scales `d`, codes) against `N` activation rows.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+mod simd {
+    use std::arch::x86_64::*;
+
+    use super::{ActRow, BLOCK};
+
+    /// Sum of the 8 lanes.
+    #[inline(always)]
+    fn hsum(v: __m256) -> f32 {
+        // SAFETY: register-only intrinsics; AVX2 is enabled for this build.
+        unsafe {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+        }
+    }
+
+    /// Runs `block` over every block, even ones into one set of accumulators
+    /// and odd ones into another (two dependency chains hide the FMA
+    /// latency), and sums each accumulator's lanes.
+    #[inline(always)]
+    fn two_chains<const R: usize, const N: usize>(
+        blocks: usize,
+        mut block: impl FnMut(usize, &mut [[__m256; N]; R]),
+    ) -> [[f32; N]; R] {
+        // SAFETY: register-only intrinsics; AVX2 is enabled for this build.
+        let zero = unsafe { _mm256_setzero_ps() };
+        let (mut even, mut odd) = ([[zero; N]; R], [[zero; N]; R]);
+        let mut b = 0;
+        while b + 1 < blocks {
+            block(b, &mut even);
+            block(b + 1, &mut odd);
+            b += 2;
+        }
+        if b < blocks {
+            block(b, &mut even);
+        }
+        // SAFETY: as above.
+        std::array::from_fn(|r| std::array::from_fn(|t| hsum(unsafe { _mm256_add_ps(even[r][t], odd[r][t]) })))
+    }
+
+    /// Every row holds `blocks` blocks of `code_bytes` each; every activation row as many.
+    fn check<const R: usize, const N: usize>(
+        d: &[&[f32]; R],
+        codes: &[&[u8]; R],
+        acts: &[ActRow<'_>; N],
+        code_bytes: usize,
+    ) {
+        let blocks = d[0].len();
+        for (d, c) in d.iter().zip(codes) {
+            assert!(d.len() == blocks && c.len() == blocks * code_bytes);
+        }
+        for a in acts {
+            assert!(a.d.len() == blocks && a.q.len() == blocks * BLOCK);
+        }
+    }
+
+    /// Q4_1 codes (16 bytes a block).
+    #[inline(always)]
+    pub fn q4_1<const R: usize, const N: usize>(
+        d: [&[f32]; R],
+        codes: [&[u8]; R],
+        acts: &[ActRow<'_>; N],
+    ) -> [[f32; N]; R] {
+        check(&d, &codes, acts, BLOCK / 2);
+        // SAFETY: `check` bounds every load: block `b` reads codes
+        // [16b, 16b + 16) of each row and activation codes [32b, 32b + 32).
+        unsafe {
+            let mask = _mm_set1_epi8(0x0F);
+            let ones = _mm256_set1_epi16(1);
+            let block = |b: usize, acc: &mut [[__m256; N]; R]| {
+                let q: [__m256i; N] =
+                    std::array::from_fn(|t| _mm256_loadu_si256(acts[t].q.as_ptr().add(BLOCK * b).cast()));
+                for r in 0..R {
+                    let raw = _mm_loadu_si128(codes[r].as_ptr().add(16 * b).cast());
+                    let lo = _mm_and_si128(raw, mask);
+                    let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+                    let w = _mm256_set_m128i(hi, lo);
+                    let dw = *d[r].get_unchecked(b);
+                    for t in 0..N {
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, q[t]), ones);
+                        let scale = _mm256_set1_ps(dw * *acts[t].d.get_unchecked(b));
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[r][t]);
+                    }
+                }
+            };
+            two_chains(d[0].len(), block)
+        }
+    }
+
+    /// Q8_0 codes (32 signed bytes a block).
+    #[inline(always)]
+    pub fn q8_0<const R: usize, const N: usize>(
+        d: [&[f32]; R],
+        codes: [&[u8]; R],
+        acts: &[ActRow<'_>; N],
+    ) -> [[f32; N]; R] {
+        check(&d, &codes, acts, BLOCK);
+        // SAFETY: as in `q4_1`, with 32 code bytes per block.
+        unsafe {
+            let ones = _mm256_set1_epi16(1);
+            let block = |b: usize, acc: &mut [[__m256; N]; R]| {
+                let q: [__m256i; N] =
+                    std::array::from_fn(|t| _mm256_loadu_si256(acts[t].q.as_ptr().add(BLOCK * b).cast()));
+                for r in 0..R {
+                    let w = _mm256_loadu_si256(codes[r].as_ptr().add(BLOCK * b).cast());
+                    // |w| as unsigned times a with w's sign: maddubs needs one unsigned side.
+                    let wabs = _mm256_sign_epi8(w, w);
+                    let dw = *d[r].get_unchecked(b);
+                    for t in 0..N {
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(q[t], w)), ones);
+                        let scale = _mm256_set1_ps(dw * *acts[t].d.get_unchecked(b));
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[r][t]);
+                    }
+                }
+            };
+            two_chains(d[0].len(), block)
+        }
+    }
+}
+
+/// Portable block dot products for targets without AVX2 and FMA.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+mod simd {
+    use super::{ActRow, BLOCK, nibble};
+
+    fn rows<const R: usize, const N: usize>(
+        d: [&[f32]; R],
+        codes: [&[u8]; R],
+        acts: &[ActRow<'_>; N],
+        code: impl Fn(&[u8], usize, usize) -> i32,
+    ) -> [[f32; N]; R] {
+        std::array::from_fn(|r| {
+            std::array::from_fn(|t| {
+                let a = &acts[t];
+                (0..d[r].len())
+                    .map(|b| {
+                        let q = &a.q[b * BLOCK..(b + 1) * BLOCK];
+                        let dot: i32 = (0..BLOCK).map(|j| code(codes[r], b, j) * i32::from(q[j])).sum();
+                        d[r][b] * a.d[b] * dot as f32
+                    })
+                    .sum()
+            })
+        })
+    }
+
+    pub fn q4_1<const R: usize, const N: usize>(
+        d: [&[f32]; R],
+        codes: [&[u8]; R],
+        acts: &[ActRow<'_>; N],
+    ) -> [[f32; N]; R] {
+        rows(d, codes, acts, |c, b, j| i32::from(nibble(&c[b * BLOCK / 2..(b + 1) * BLOCK / 2], j)))
+    }
+
+    pub fn q8_0<const R: usize, const N: usize>(
+        d: [&[f32]; R],
+        codes: [&[u8]; R],
+        acts: &[ActRow<'_>; N],
+    ) -> [[f32; N]; R] {
+        rows(d, codes, acts, |c, b, j| i32::from(c[b * BLOCK + j] as i8))
+    }
+}

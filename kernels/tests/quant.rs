@@ -1,0 +1,138 @@
+//! The quantized matrix products against their f64 reference, for both
+//! block formats, over the LLM's shapes and the tiling's edge cases (1 to 9
+//! token rows: a four-token tile, its remainder, a single row; odd block
+//! counts; row counts that split unevenly between threads), plus what
+//! quantization itself costs against unquantized f32 math.
+
+use tete_kernels::quant::{QActs, QKind, QMatrix};
+
+/// Uniform in [−1, 1), from a fixed seed.
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// The kernels sum integer block products exactly and scale them in f32;
+/// the reference sums in f64. Relative to the sum of |products| that is
+/// f32 rounding over a few hundred terms.
+const TOL: f32 = 1e-5;
+
+fn check(w: &QMatrix, x: &[f32], m: usize, what: &str) {
+    let mut acts = QActs::new();
+    acts.quantize(x, m, w.cols());
+    let mut ours = vec![0.0; m * w.rows()];
+    let mut reference = vec![0.0; m * w.rows()];
+    w.matmul(&acts, &mut ours);
+    w.matmul_reference(&acts, &mut reference);
+    // Scale: Σ |w|·|a| per output bounds the rounding of any order of summation.
+    let mut row = vec![0.0; w.cols()];
+    for r in 0..w.rows() {
+        w.dequantize_row(r, &mut row);
+        for t in 0..m {
+            let a = acts.dequantize_row(t);
+            let scale: f32 = row.iter().zip(&a).map(|(w, a)| (w * a).abs()).sum();
+            let (o, e) = (ours[t * w.rows() + r], reference[t * w.rows() + r]);
+            assert!(
+                (o - e).abs() <= TOL * scale.max(1.0),
+                "{what}: token {t} row {r}: kernel {o} vs reference {e} (scale {scale})"
+            );
+        }
+    }
+}
+
+#[test]
+fn q4_1_products_match_the_reference() {
+    for (rows, cols, m) in [(576, 576, 1), (192, 576, 4), (100, 1536, 9), (37, 96, 3), (1, 32, 5), (65, 64, 2)] {
+        let w = QMatrix::quantize_q4_1(rows, cols, &noise(rows * cols, 7)).unwrap();
+        assert_eq!(w.kind(), QKind::Q4_1);
+        check(&w, &noise(m * cols, 11), m, &format!("Q4_1 {rows}x{cols}, {m} tokens"));
+    }
+}
+
+#[test]
+fn q8_0_products_match_the_reference() {
+    for (rows, cols, m) in [(576, 576, 1), (300, 896, 4), (70, 160, 7), (1, 32, 1), (33, 4864, 2)] {
+        let w = QMatrix::quantize_q8_0(rows, cols, &noise(rows * cols, 3)).unwrap();
+        check(&w, &noise(m * cols, 5), m, &format!("Q8_0 {rows}x{cols}, {m} tokens"));
+    }
+}
+
+#[test]
+fn extreme_codes_do_not_overflow() {
+    // Every Q8_0 code at −128 or 127 and every activation at ±127: the
+    // 16-bit pair sums are at their largest.
+    let rows = 8;
+    let cols = 64;
+    let codes: Vec<i8> = (0..rows * cols).map(|i| if i % 3 == 0 { -128 } else { 127 }).collect();
+    let w = QMatrix::q8_0(rows, cols, vec![0.5; rows * cols / 32], codes).unwrap();
+    let x: Vec<f32> = (0..cols).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+    check(&w, &x, 1, "Q8_0 extremes");
+    let w = QMatrix::q4_1(rows, cols, vec![1.0; rows * 2], vec![-3.0; rows * 2], vec![0xFF; rows * cols / 2]).unwrap();
+    check(&w, &x, 1, "Q4_1 extremes");
+}
+
+#[test]
+fn quantized_products_stay_near_f32_math() {
+    // What 4- and 8-bit weights and 8-bit activations cost against plain
+    // f32. For values uniform in [−1, 1) a rounding step `q` adds an error
+    // of variance q²/12 per value; over 576 products of E[x²] = 1/3 the
+    // output's error has σ² = 576 · (q_w² + q_a²)/12 · 1/3 (Q8_0 steps ≈
+    // 1/127, Q4_1 steps ≈ 2/15). The RMS error must stay within 1.5 σ.
+    let (rows, cols) = (256, 576);
+    let values = noise(rows * cols, 1);
+    let x = noise(cols, 2);
+    let exact: Vec<f32> = values.chunks_exact(cols).map(|w| w.iter().zip(&x).map(|(w, x)| w * x).sum()).collect();
+    let mut acts = QActs::new();
+    acts.quantize(&x, 1, cols);
+    let q8: f32 = 1.0 / 127.0;
+    for (w, step) in [
+        (QMatrix::quantize_q8_0(rows, cols, &values).unwrap(), q8),
+        (QMatrix::quantize_q4_1(rows, cols, &values).unwrap(), 2.0 / 15.0),
+    ] {
+        let mut out = vec![0.0; rows];
+        w.matmul(&acts, &mut out);
+        let rms = (out.iter().zip(&exact).map(|(a, b)| (a - b).powi(2)).sum::<f32>() / rows as f32).sqrt();
+        let sigma = (cols as f32 * (step * step + q8 * q8) / 12.0 / 3.0).sqrt();
+        assert!(rms < 1.5 * sigma, "{:?}: RMS error {rms} against f32, expected about {sigma}", w.kind());
+    }
+}
+
+#[test]
+fn stacking_and_requantizing_keep_the_values() {
+    let a = QMatrix::quantize_q4_1(3, 64, &noise(192, 1)).unwrap();
+    let b = QMatrix::quantize_q4_1(2, 64, &noise(128, 2)).unwrap();
+    let stacked = QMatrix::concat_rows(&[a.clone(), b.clone()]).unwrap();
+    assert_eq!((stacked.rows(), stacked.kind()), (5, QKind::Q4_1));
+    let (mut x, mut y) = (vec![0.0; 64], vec![0.0; 64]);
+    stacked.dequantize_row(3, &mut x);
+    b.dequantize_row(0, &mut y);
+    assert_eq!(x, y, "row 3 of the stack is row 0 of the second part");
+
+    // Mixed formats stack as Q8_0, within half a Q8_0 step of the Q4_1 values.
+    let c = QMatrix::quantize_q8_0(1, 64, &noise(64, 3)).unwrap();
+    let mixed = QMatrix::concat_rows(&[a.clone(), c]).unwrap();
+    assert_eq!(mixed.kind(), QKind::Q8_0);
+    a.dequantize_row(1, &mut x);
+    mixed.dequantize_row(1, &mut y);
+    let step = x.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0;
+    for (i, (p, q)) in x.iter().zip(&y).enumerate() {
+        assert!((p - q).abs() <= 0.5 * step + 1e-6, "element {i}: Q4_1 {p} vs requantized {q}");
+    }
+}
+
+#[test]
+fn bad_shapes_are_refused() {
+    assert!(QMatrix::quantize_q8_0(2, 30, &[0.0; 60]).is_err(), "columns not a multiple of 32");
+    assert!(QMatrix::quantize_q8_0(2, 32, &[0.0; 63]).is_err(), "too few values");
+    assert!(QMatrix::q4_1(1, 32, vec![1.0], vec![], vec![0; 16]).is_err(), "minimums missing");
+    assert!(QMatrix::q8_0(1, 32, vec![1.0], vec![0; 31]).is_err(), "codes missing");
+    let a = QMatrix::quantize_q8_0(1, 32, &[0.0; 32]).unwrap();
+    let b = QMatrix::quantize_q8_0(1, 64, &[0.0; 64]).unwrap();
+    assert!(QMatrix::concat_rows(&[a, b]).is_err(), "different column counts");
+    assert!(QMatrix::concat_rows(&[]).is_err());
+}
