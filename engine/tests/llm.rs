@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use candle_core::Device;
 use tete_engine::llm::generate::generate;
 use tete_engine::llm::{
-    ChatMessage, FinishReason, GenerateConfig, Generator, LlmError, LlmModel, PhraseChunker, Role, Step,
+    ChatMessage, FinishReason, GenerateConfig, Generator, LlmBackend, LlmError, LlmModel, PhraseChunker, Role, Step,
 };
 use tete_engine::models::{Manifest, Store, default_home};
 
@@ -152,12 +152,16 @@ fn prefix_reuse_equals_full_prefill() {
 
 /// The first generated token's logits (after a 16-token ChatML prompt) against
 /// a float64 numpy forward of the same file
-/// (`fixtures/smollm2_logits.py`). candle multiplies Q4_1 weights by
-/// activations quantized to Q8_1 while the reference dequantizes the weights
-/// and keeps activations in float64, so the logits differ by that rounding:
-/// the top token must agree, the top 5 must overlap, and each compared logit
-/// stays within 0.6 (logits here span roughly −20..28; measured: 0.24 over
-/// the reference's top 20, 0.39 over every 97th logit).
+/// (`fixtures/smollm2_logits.py`). The model multiplies Q4_1 weights by
+/// activations quantized to 8 bits while the reference dequantizes the
+/// weights and keeps activations in float64, so the logits differ by that
+/// rounding: the top token must agree, the top 5 must overlap, each
+/// compared logit stays within 1.0 and their mean within 0.4 (logits here
+/// span roughly −20..28). Measured on this prompt and its cuts at 2, 5, 8,
+/// 12 and 14 tokens, every 97th logit: native max 0.41–0.78, mean
+/// 0.12–0.35 (0.35 on this one); candle's quantized llama max 0.31–0.84,
+/// mean 0.09–0.35 (0.14 on this one). The two trade places from one cut to
+/// the next: see `native_matches_candle`.
 #[test]
 fn logits_match_numpy_reference() {
     let text = include_str!("fixtures/smollm2_logits.json");
@@ -181,11 +185,16 @@ fn logits_match_numpy_reference() {
     assert!(overlap >= 4, "top-5 overlap {overlap}: candle {:?} vs reference {:?}", &ours[..5], &top_ids[..5]);
     let ours_top: Vec<f32> = top_ids.iter().map(|&i| logits[i as usize]).collect();
     let (i, d) = max_abs_diff(&ours_top, &top_logits);
-    assert!(d < 0.6, "top logit {i} (id {}): candle {} vs reference {}", top_ids[i], ours_top[i], top_logits[i]);
+    assert!(d < 1.0, "top logit {i} (id {}): ours {} vs reference {}", top_ids[i], ours_top[i], top_logits[i]);
     let ours_strided: Vec<f32> = logits.iter().step_by(stride).copied().collect();
     let (i, d) = max_abs_diff(&ours_strided, &strided);
-    println!("max |diff| vs numpy: top-20 {:.3}, every {stride}th {d:.3}", max_abs_diff(&ours_top, &top_logits).1);
-    assert!(d < 0.6, "logit {}: candle {} vs reference {}", i * stride, ours_strided[i], strided[i]);
+    let mean = ours_strided.iter().zip(&strided).map(|(a, b)| (a - b).abs()).sum::<f32>() / strided.len() as f32;
+    println!(
+        "max |diff| vs numpy: top-20 {:.3}, every {stride}th {d:.3} (mean {mean:.3})",
+        max_abs_diff(&ours_top, &top_logits).1
+    );
+    assert!(d < 1.0, "logit {}: ours {} vs reference {}", i * stride, ours_strided[i], strided[i]);
+    assert!(mean < 0.4, "mean |diff| {mean} against the reference");
 }
 
 /// The prompt of the reference fixture; `cargo test -p tete-engine --test llm -- --ignored --nocapture`
@@ -304,4 +313,36 @@ fn qwen_answers_through_its_template() {
     println!("{}", finish.text);
     assert!(finish.text.contains("Paris"), "{}", finish.text);
     assert!(matches!(m.prefix(&[1, 2]), Err(LlmError::Unsupported(_))));
+}
+
+/// The native forward against candle's quantized llama on the same file.
+/// Both multiply the same quantized weights by activations quantized to 8
+/// bits per block, but a different summation order moves an activation
+/// across a rounding boundary now and then, and that difference carries
+/// through 30 layers: the two are two roundings of one model, each as far
+/// from the f64 reference as the other (measured on the fixture's prompt
+/// cut at 2, 5, 8, 12, 14 and 16 tokens: mean |diff| to the reference
+/// 0.30, 0.12, 0.13, 0.13, 0.19, 0.35 native and 0.35, 0.09, 0.23, 0.11,
+/// 0.21, 0.14 candle). So: the same top token, top-5 overlap >= 4 and a
+/// mean |diff| below 0.3 (0.24 measured).
+#[test]
+fn native_matches_candle() {
+    let candle = LlmModel::load_with(&path(), &Device::Cpu, LlmBackend::Candle).unwrap();
+    let m = model();
+    assert_eq!(m.backend(), LlmBackend::Native);
+    let ids = m.tokenizer().encode(REFERENCE_PROMPT).unwrap();
+    let ours: Vec<f32> = m.session().unwrap().prefill(&ids).unwrap().to_vec1().unwrap();
+    let theirs: Vec<f32> = candle.session().unwrap().prefill(&ids).unwrap().to_vec1().unwrap();
+    let top = |l: &[f32]| {
+        let mut i: Vec<usize> = (0..l.len()).collect();
+        i.sort_by(|&a, &b| l[b].total_cmp(&l[a]));
+        i.truncate(5);
+        i
+    };
+    let (a, b) = (top(&ours), top(&theirs));
+    assert_eq!(a[0], b[0], "top token: native {a:?} vs candle {b:?}");
+    assert!(a.iter().filter(|i| b.contains(i)).count() >= 4, "top 5: native {a:?} vs candle {b:?}");
+    let mean = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).sum::<f32>() / ours.len() as f32;
+    println!("native vs candle: max |diff| {:?}, mean {mean}", max_abs_diff(&ours, &theirs));
+    assert!(mean < 0.3, "mean |diff| native vs candle {mean}");
 }

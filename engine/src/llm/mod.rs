@@ -22,12 +22,13 @@ pub mod context;
 pub mod generate;
 pub mod gguf;
 pub mod model;
+pub mod native;
 pub mod openai;
 
 pub use chunker::PhraseChunker;
 pub use generate::{Finish, FinishReason, GenerateConfig, Generator, Sampling, Step, Utf8Stream};
 pub use gguf::{ChatMessage, ChatTemplate, LlmTokenizer, Role};
-pub use model::{Arch, LlmModel, LlmSession, Prefix};
+pub use model::{Arch, LlmBackend, LlmModel, LlmSession, Prefix};
 
 /// Everything that can go wrong loading or running the LLM.
 #[derive(Debug, thiserror::Error)]

@@ -4,11 +4,14 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use candle_core::{Device, Tensor};
 use candle_transformers::models::{quantized_llama, quantized_qwen2};
 
 use super::LlmError;
 use super::gguf::{self, ChatTemplate, LlmTokenizer};
+use super::native::{Cache, Sequence, Transformer};
 
 /// The architectures this loader knows (`general.architecture`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,8 +20,30 @@ pub enum Arch {
     Qwen2,
 }
 
-/// A model's forward state: its weights and, inside candle's struct, its KV cache.
+/// Which implementation runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmBackend {
+    /// The project's own CPU forward ([`super::native`]): quantized integer
+    /// products, shared prompt prefixes, batched decode. CPU only.
+    Native,
+    /// candle's quantized llama/qwen2 models, on any candle device (CUDA).
+    Candle,
+}
+
+impl LlmBackend {
+    /// Native on the CPU, candle elsewhere.
+    pub fn for_device(device: &Device) -> Self {
+        if device.is_cpu() { Self::Native } else { Self::Candle }
+    }
+}
+
+/// A model's forward state: its weights and its KV cache (inside candle's
+/// struct for candle, beside the shared weights for native).
 enum Backbone {
+    Native {
+        model: Arc<Transformer>,
+        cache: Cache,
+    },
     Llama(Box<quantized_llama::ModelWeights>),
     /// candle's `quantized_qwen2::ModelWeights` is not `Clone`, so a qwen2
     /// session holds weights of its own, read from the file when it starts.
@@ -26,10 +51,20 @@ enum Backbone {
 }
 
 impl Backbone {
-    fn forward(&mut self, x: &Tensor, index_pos: usize) -> candle_core::Result<Tensor> {
+    /// Next-token logits (f32, vocabulary-sized) after feeding `tokens` at `pos`.
+    fn forward(&mut self, tokens: &[u32], pos: usize, device: &Device) -> Result<Tensor, LlmError> {
+        let candle = |x: candle_core::Result<Tensor>| -> Result<Tensor, LlmError> {
+            Ok(x?.squeeze(0)?.to_dtype(candle_core::DType::F32)?)
+        };
         match self {
-            Self::Llama(m) => m.forward(x, index_pos),
-            Self::Qwen2(m) => m.forward(x, index_pos),
+            Self::Native { model, cache } => {
+                let mut logits = model.forward(&mut [Sequence { cache, tokens }]);
+                let logits = logits.pop().unwrap_or_default();
+                let vocab = logits.len();
+                Ok(Tensor::from_vec(logits, vocab, &Device::Cpu)?)
+            }
+            Self::Llama(m) => candle(m.forward(&Tensor::new(tokens, device)?.unsqueeze(0)?, pos)),
+            Self::Qwen2(m) => candle(m.forward(&Tensor::new(tokens, device)?.unsqueeze(0)?, pos)),
         }
     }
 }
@@ -40,7 +75,10 @@ pub struct LlmModel {
     arch: Arch,
     path: PathBuf,
     device: Device,
-    /// The llama weights with an empty cache; sessions clone it.
+    backend: LlmBackend,
+    /// The weights for the native backend.
+    native: Option<Arc<Transformer>>,
+    /// candle's llama weights with an empty cache; sessions clone it.
     llama: Option<quantized_llama::ModelWeights>,
     tokenizer: LlmTokenizer,
     template: ChatTemplate,
@@ -49,8 +87,17 @@ pub struct LlmModel {
 }
 
 impl LlmModel {
-    /// Reads `path` (a GGUF file); a bad or truncated file is an error naming what is wrong.
+    /// Reads `path` (a GGUF file) for the backend that suits `device`; a
+    /// bad or truncated file is an error naming what is wrong.
     pub fn load(path: &Path, device: &Device) -> Result<Self, LlmError> {
+        Self::load_with(path, device, LlmBackend::for_device(device))
+    }
+
+    /// Reads `path` for a chosen backend (native needs the CPU device).
+    pub fn load_with(path: &Path, device: &Device, backend: LlmBackend) -> Result<Self, LlmError> {
+        if backend == LlmBackend::Native && !device.is_cpu() {
+            return Err(LlmError::Unsupported("the native LLM backend runs on the CPU only".into()));
+        }
         let mut reader = BufReader::new(File::open(path)?);
         let content = gguf::read_content(&mut reader)?;
         let arch = match gguf::meta_str(&content, "general.architecture")? {
@@ -65,21 +112,23 @@ impl LlmModel {
             Arch::Qwen2 => "qwen2.context_length",
         };
         let context = gguf::meta(&content, key).and_then(|v| v.to_u32().map_err(|e| LlmError::Metadata(e.to_string())));
-        let max_seq_len = match arch {
+        let max_seq_len = match (arch, backend) {
+            (_, LlmBackend::Native) => context? as usize,
             // quantized_llama precomputes RoPE tables for MAX_SEQ_LEN positions only.
-            Arch::Llama => {
+            (Arch::Llama, _) => {
                 context.map_or(quantized_llama::MAX_SEQ_LEN, |c| (c as usize).min(quantized_llama::MAX_SEQ_LEN))
             }
-            Arch::Qwen2 => context? as usize,
+            (Arch::Qwen2, _) => context? as usize,
         };
-        let llama = match arch {
-            Arch::Llama => Some(quantized_llama::ModelWeights::from_gguf(content, &mut reader, device)?),
-            Arch::Qwen2 => {
+        let (mut native, mut llama) = (None, None);
+        match (arch, backend) {
+            (_, LlmBackend::Native) => native = Some(Arc::new(Transformer::from_gguf(&content, &mut reader, arch)?)),
+            (Arch::Llama, _) => llama = Some(quantized_llama::ModelWeights::from_gguf(content, &mut reader, device)?),
+            (Arch::Qwen2, _) => {
                 // Load once now so a bad file fails at load, not at the first session.
                 quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, device)?;
-                None
             }
-        };
+        }
         let mut stops = vec![tokenizer.eos];
         stops.extend(["<|im_end|>", "<|endoftext|>"].iter().filter_map(|t| tokenizer.token_id(t)));
         stops.sort_unstable();
@@ -88,6 +137,8 @@ impl LlmModel {
             arch,
             path: path.to_path_buf(),
             device: device.clone(),
+            backend,
+            native,
             llama,
             tokenizer,
             template,
@@ -98,6 +149,10 @@ impl LlmModel {
 
     pub fn arch(&self) -> Arch {
         self.arch
+    }
+
+    pub fn backend(&self) -> LlmBackend {
+        self.backend
     }
 
     pub fn tokenizer(&self) -> &LlmTokenizer {
@@ -119,6 +174,9 @@ impl LlmModel {
     }
 
     fn backbone(&self) -> Result<Backbone, LlmError> {
+        if let Some(model) = &self.native {
+            return Ok(Backbone::Native { model: model.clone(), cache: model.cache() });
+        }
         match &self.llama {
             Some(weights) => Ok(Backbone::Llama(Box::new(weights.clone()))),
             None => {
@@ -143,16 +201,52 @@ impl LlmModel {
     }
 
     /// Prefills `tokens` (a persona's system prompt) once; sessions started
-    /// from the result skip them. Needs a cloneable cache (llama).
+    /// from the result skip them. Needs the native backend or candle's llama
+    /// (candle's qwen2 cannot be cloned).
     pub fn prefix(&self, tokens: &[u32]) -> Result<Prefix, LlmError> {
-        if self.llama.is_none() {
+        if self.native.is_none() && self.llama.is_none() {
             return Err(LlmError::Unsupported(
-                "prompt-prefix reuse needs a cloneable model (candle's quantized_qwen2 is not)".into(),
+                "prompt-prefix reuse needs the native backend or a cloneable model (candle's quantized_qwen2 is not)"
+                    .into(),
             ));
         }
         let mut session = self.session()?;
         session.prefill(tokens)?;
+        if let Backbone::Native { cache, .. } = &mut session.state {
+            cache.freeze();
+        }
         Ok(Prefix { session })
+    }
+
+    /// Feeds one token to each session in one batched forward (the native
+    /// backend; candle steps them one after another) and leaves each
+    /// session's next-token logits in it.
+    pub fn step_batch(&self, steps: &mut [(&mut LlmSession, u32)]) -> Result<(), LlmError> {
+        for (session, token) in steps.iter() {
+            session.check(std::slice::from_ref(token))?;
+        }
+        let Some(model) = &self.native else {
+            for (session, token) in steps.iter_mut() {
+                session.step(*token)?;
+            }
+            return Ok(());
+        };
+        let tokens: Vec<[u32; 1]> = steps.iter().map(|(_, t)| [*t]).collect();
+        let mut seqs = Vec::with_capacity(steps.len());
+        for ((session, _), token) in steps.iter_mut().zip(&tokens) {
+            let Backbone::Native { cache, .. } = &mut session.state else {
+                return Err(LlmError::Unsupported("a session of another model in the batch".into()));
+            };
+            seqs.push(Sequence { cache, tokens: token });
+        }
+        let logits = model.forward(&mut seqs);
+        drop(seqs);
+        for (((session, token), logits), _) in steps.iter_mut().zip(logits).zip(&tokens) {
+            let vocab = logits.len();
+            session.logits = Some(Tensor::from_vec(logits, vocab, &Device::Cpu)?);
+            session.tokens.push(*token);
+        }
+        Ok(())
     }
 
     /// A new session whose cache starts as a copy of `prefix`.
@@ -175,6 +269,7 @@ impl Prefix {
     /// until the session appends (which makes new tensors).
     pub fn fork(&self) -> Result<LlmSession, LlmError> {
         let state = match &self.session.state {
+            Backbone::Native { model, cache } => Backbone::Native { model: model.clone(), cache: cache.clone() },
             Backbone::Llama(m) => Backbone::Llama(m.clone()),
             Backbone::Qwen2(_) => return Err(LlmError::Unsupported("qwen2 sessions cannot be forked".into())),
         };
@@ -215,11 +310,8 @@ impl LlmSession {
         self.logits.as_ref()
     }
 
-    /// Feeds `tokens` after what the cache holds, in one forward; returns the next-token logits.
-    pub fn prefill(&mut self, tokens: &[u32]) -> Result<&Tensor, LlmError> {
-        if tokens.is_empty() {
-            return self.logits.as_ref().ok_or(LlmError::NoLogits);
-        }
+    /// Checks that `tokens` may follow what the cache holds.
+    fn check(&self, tokens: &[u32]) -> Result<(), LlmError> {
         let pos = self.tokens.len();
         if pos + tokens.len() > self.max_seq_len {
             return Err(LlmError::ContextFull { pos, adding: tokens.len(), max: self.max_seq_len });
@@ -227,16 +319,38 @@ impl LlmSession {
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.vocab) {
             return Err(LlmError::BadToken { id: bad, vocab: self.vocab });
         }
-        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        let logits = self.state.forward(&input, pos)?.squeeze(0)?.to_dtype(candle_core::DType::F32)?;
+        Ok(())
+    }
+
+    /// Feeds `tokens` after what the cache holds, in one forward; returns the next-token logits.
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<&Tensor, LlmError> {
+        if tokens.is_empty() {
+            return self.logits.as_ref().ok_or(LlmError::NoLogits);
+        }
+        self.check(tokens)?;
+        let logits = self.state.forward(tokens, self.tokens.len(), &self.device)?;
         self.tokens.extend_from_slice(tokens);
         Ok(self.logits.insert(logits))
     }
 
-    /// Brings the cache to hold exactly `tokens`: when the cache is a prefix
-    /// of them only the rest is prefilled, otherwise everything is (candle's
-    /// cache cannot be cut back). Returns how many tokens were prefilled.
+    /// Brings the cache to hold exactly `tokens`, prefilling only what it
+    /// lacks. The native cache is cut back to where `tokens` part from it;
+    /// candle's cannot be cut, so there everything is prefilled unless the
+    /// cache is a prefix of `tokens`. Returns how many tokens were prefilled.
     pub fn prefill_to(&mut self, tokens: &[u32]) -> Result<usize, LlmError> {
+        if let Backbone::Native { cache, .. } = &mut self.state {
+            let common = self.tokens.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+            if common == tokens.len() && common == self.tokens.len() && self.logits.is_some() {
+                return Ok(0);
+            }
+            // At least one token is fed, so there are logits after it.
+            let keep = common.min(tokens.len().saturating_sub(1));
+            cache.truncate(keep);
+            self.tokens.truncate(keep);
+            self.logits = None;
+            self.prefill(&tokens[keep..])?;
+            return Ok(tokens.len() - keep);
+        }
         if tokens.starts_with(&self.tokens) && (tokens.len() > self.tokens.len() || self.logits.is_some()) {
             let rest = tokens.len() - self.tokens.len();
             self.prefill(&tokens[self.tokens.len()..])?;
