@@ -9,7 +9,8 @@ use std::sync::atomic::AtomicBool;
 use candle_core::Device;
 use tete_engine::llm::generate::generate;
 use tete_engine::llm::{
-    ChatMessage, FinishReason, GenerateConfig, Generator, LlmBackend, LlmError, LlmModel, PhraseChunker, Role, Step,
+    ChatMessage, FinishReason, GenerateConfig, Generator, LlmBackend, LlmError, LlmModel, LlmSession, PhraseChunker,
+    Role, Step,
 };
 use tete_engine::models::{Manifest, Store, default_home};
 
@@ -291,10 +292,9 @@ fn answer_streams_into_phrases() {
 }
 
 /// The larger option, Qwen2.5-Coder-0.5B Q4_K_M (qwen2 pre-tokenizer, its
-/// own template). Slow (~0.5 GB, loaded twice: at load and for the session),
-/// so run on request: `cargo test -p tete-engine --test llm qwen -- --ignored`.
+/// own template; Q/K/V biases, rotary pairs over half heads, an untied
+/// output; its Q4_K, Q5_0 and Q6_K tensors requantized to Q8_0 at load).
 #[test]
-#[ignore]
 fn qwen_answers_through_its_template() {
     let manifest = Manifest::embedded().unwrap();
     let id = &manifest.model("qwen2.5-coder-0.5b-instruct").unwrap().id;
@@ -312,7 +312,16 @@ fn qwen_answers_through_its_template() {
     let finish = generate(&m, &mut session, &config, &AtomicBool::new(false), |_| {}).unwrap();
     println!("{}", finish.text);
     assert!(finish.text.contains("Paris"), "{}", finish.text);
-    assert!(matches!(m.prefix(&[1, 2]), Err(LlmError::Unsupported(_))));
+
+    // The native backend shares a qwen2 prefix as it does a llama one.
+    let ids = tok.encode(&prompt).unwrap();
+    let prefix = m.prefix(&ids[..ids.len() - 3]).unwrap();
+    let mut forked = m.session_from(&prefix).unwrap();
+    assert_eq!(forked.prefill_to(&ids).unwrap(), 3);
+    let mut whole = m.session().unwrap();
+    let a: Vec<f32> = forked.logits().unwrap().to_vec1().unwrap();
+    let b: Vec<f32> = whole.prefill(&ids).unwrap().to_vec1().unwrap();
+    assert_eq!(max_abs_diff(&a, &b).1, 0.0, "a forked qwen2 session continues exactly as a whole prefill");
 }
 
 /// The native forward against candle's quantized llama on the same file.
@@ -345,4 +354,68 @@ fn native_matches_candle() {
     let mean = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).sum::<f32>() / ours.len() as f32;
     println!("native vs candle: max |diff| {:?}, mean {mean}", max_abs_diff(&ours, &theirs));
     assert!(mean < 0.3, "mean |diff| native vs candle {mean}");
+}
+
+/// A prompt that changes after some point is prefilled only from there —
+/// also when the change falls inside a shared persona prefix — and the
+/// result equals a fresh prefill.
+#[test]
+fn changed_prompt_is_prefilled_from_where_it_parts() {
+    let m = model();
+    let tok = m.tokenizer();
+    let first = tok.encode(&m.template().render(&chat("You are terse.", "Name a colour."), true).unwrap()).unwrap();
+    let second = tok.encode(&m.template().render(&chat("You are terse.", "Name a fruit."), true).unwrap()).unwrap();
+    let common = first.iter().zip(&second).take_while(|(a, b)| a == b).count();
+    assert!(common > 5 && common < second.len());
+    let fresh: Vec<f32> = m.session().unwrap().prefill(&second).unwrap().to_vec1().unwrap();
+
+    let mut session = m.session().unwrap();
+    session.prefill(&first).unwrap();
+    assert_eq!(session.prefill_to(&second).unwrap(), second.len() - common, "only the changed tail");
+    let cut: Vec<f32> = session.logits().unwrap().to_vec1().unwrap();
+    assert_eq!(max_abs_diff(&cut, &fresh).1, 0.0);
+    assert_eq!(session.prefill_to(&second).unwrap(), 0, "nothing to do the second time");
+
+    // The prefix ends after the change: the fork copies what it keeps of it.
+    let prefix = m.prefix(&first).unwrap();
+    let mut forked = m.session_from(&prefix).unwrap();
+    assert_eq!(forked.prefill_to(&second).unwrap(), second.len() - common);
+    let from_prefix: Vec<f32> = forked.logits().unwrap().to_vec1().unwrap();
+    assert_eq!(max_abs_diff(&from_prefix, &fresh).1, 0.0);
+    // ... and the prefix itself is untouched.
+    let mut again = m.session_from(&prefix).unwrap();
+    assert_eq!(again.prefill_to(&first).unwrap(), 0);
+}
+
+/// One batched step for several sessions gives each the logits it gets alone.
+#[test]
+fn batched_step_equals_single_steps() {
+    let m = model();
+    let tok = m.tokenizer();
+    let prompts = ["Hello!", "What is two plus two?", "Tell me about the sea."];
+    let mut alone = Vec::new();
+    let mut sessions = Vec::new();
+    for (i, p) in prompts.iter().enumerate() {
+        let ids = tok.encode(&m.template().render(&chat("Be brief.", p), true).unwrap()).unwrap();
+        let mut s = m.session().unwrap();
+        s.prefill(&ids).unwrap();
+        let mut single = m.session().unwrap();
+        single.prefill(&ids).unwrap();
+        alone.push(single.step(100 + i as u32).unwrap().to_vec1::<f32>().unwrap());
+        sessions.push(s);
+    }
+    let mut steps: Vec<(&mut LlmSession, u32)> =
+        sessions.iter_mut().enumerate().map(|(i, s)| (s, 100 + i as u32)).collect();
+    m.step_batch(&mut steps).unwrap();
+    for (i, (s, single)) in sessions.iter().zip(&alone).enumerate() {
+        let batched: Vec<f32> = s.logits().unwrap().to_vec1().unwrap();
+        let (at, d) = max_abs_diff(&batched, single);
+        assert!(d < 1e-4, "session {i}: logit {at} batched {} vs alone {}", batched[at], single[at]);
+        assert_eq!(s.tokens().last(), Some(&(100 + i as u32)));
+    }
+    // A bad token in the batch is refused before anything runs.
+    let before = sessions[0].pos();
+    let mut steps: Vec<(&mut LlmSession, u32)> = sessions.iter_mut().map(|s| (s, u32::MAX)).collect();
+    assert!(matches!(m.step_batch(&mut steps), Err(LlmError::BadToken { .. })));
+    assert_eq!(sessions[0].pos(), before);
 }
