@@ -1,28 +1,90 @@
-//! The resident LLM (SmolLM2-135M-Instruct Q4_1) on the CPU through candle:
-//! prefill tokens/s (one forward over a ~100-token prompt), decode tokens/s
-//! (greedy, one token per forward), and time to first phrase for a 20-word
-//! user turn after a persona prompt prefilled once and forked per turn
-//! (the turn's prefill, decoding and the phrase chunker up to the first
-//! fragment). Each figure is the median of a few runs; logits are read back
+//! The resident LLM (SmolLM2-135M-Instruct Q4_1) on the CPU, native
+//! backend: prefill tokens/s (one forward over a ~80-token prompt), decode
+//! tokens/s (greedy, one token per forward), time to first phrase for a
+//! 20-word user turn after a persona prompt prefilled once and forked per
+//! turn (the turn's prefill, decoding and the phrase chunker up to the first
+//! fragment), and batched decode throughput for 1, 2 and 4 sessions stepped
+//! together. Each figure is the median of a few runs; logits are read back
 //! to host memory inside the timed region, so the device has finished.
+//! candle's quantized llama on the same file is measured the same way, and
+//! llama.cpp (`bench/llama_cpp.py`: llama-cpp-python built native, 2
+//! threads) on the same prompt ids, in the same run; the ratios are printed.
+//! Set `TETE_BENCH_NO_LLAMA_CPP=1` to skip llama.cpp (its first run builds it).
 //!
 //! Needs the models (`tete models fetch`). Run: `cargo bench -p tete-bench --bench llm`
 
+use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
-use tete_engine::llm::{ChatMessage, GenerateConfig, Generator, LlmModel, PhraseChunker, Role, Step};
+use tete_engine::llm::{
+    ChatMessage, GenerateConfig, Generator, LlmBackend, LlmModel, LlmSession, PhraseChunker, Role, Step,
+};
 use tete_engine::models::{Manifest, Store, default_home};
 
 const PERSONA: &str = "You are a helpful assistant. You are Ada, a friendly guide at a science museum. \
     Keep answers short and warm, speak in plain words, and ask a follow-up question when it helps.";
 const TURN: &str =
     "Hi Ada, my daughter loves planets, so which part of this big museum should we go and visit first today?";
+/// Greedy tokens decoded per decode run.
+const DECODE: usize = 64;
 
 fn median(mut xs: Vec<Duration>) -> Duration {
     xs.sort();
     xs[xs.len() / 2]
+}
+
+/// Prefill and decode rates (tokens/s) of one backend on `ids`.
+fn rates(model: &LlmModel, ids: &[u32]) -> (f64, f64) {
+    let never = AtomicBool::new(false);
+    let prefill = median(
+        (0..5)
+            .map(|_| {
+                let mut s = model.session().expect("session");
+                let t = Instant::now();
+                s.prefill(ids).expect("prefill").to_vec1::<f32>().expect("logits");
+                t.elapsed()
+            })
+            .collect(),
+    );
+    // Greedy decoding after the prompt (a stop token ends a run early; count what ran).
+    let decode: Vec<(usize, Duration)> = (0..3)
+        .map(|_| {
+            let mut s = model.session().expect("session");
+            s.prefill(ids).expect("prefill");
+            let mut g = Generator::new(&GenerateConfig { max_tokens: DECODE, ..Default::default() });
+            let t = Instant::now();
+            while let Step::Token { .. } = g.step(model, &mut s, &never).expect("step") {}
+            (g.tokens().len(), t.elapsed())
+        })
+        .collect();
+    let (n, d) = decode.iter().fold((0, Duration::ZERO), |(n, d), (m, e)| (n + m, d + *e));
+    (ids.len() as f64 / prefill.as_secs_f64(), n as f64 / d.as_secs_f64())
+}
+
+/// llama.cpp's prefill and decode rates on the same file and ids, from `bench/llama_cpp.py`.
+fn llama_cpp(path: &std::path::Path, ids: &[u32]) -> Result<(f64, f64, String), String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/llama_cpp.py");
+    let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(path)
+        .args(["--ids", &ids.join(","), "--decode", &DECODE.to_string(), "--threads", "2"])
+        .output()
+        .map_err(|e| format!("running {script}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{script} failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(line.trim()).map_err(|e| format!("{script} printed {line:?}: {e}"))?;
+    let num = |k: &str| v[k].as_f64().ok_or_else(|| format!("{script}: no {k} in {line}"));
+    Ok((
+        num("prefill_tokens")? / num("prefill_seconds")?,
+        num("decode_tokens")? / num("decode_seconds")?,
+        v["version"].as_str().unwrap_or("?").to_string(),
+    ))
 }
 
 fn main() {
@@ -30,51 +92,21 @@ fn main() {
     let id = &manifest.model("smollm2-135m-instruct").expect("smollm2 in the manifest").id;
     let path = Store::new(default_home()).model_dir(id).join("SmolLM2-135M-Instruct.Q4_1.gguf");
     let model = LlmModel::load(&path, &Device::Cpu).unwrap_or_else(|e| panic!("{e}: run `tete models fetch` first"));
+    assert_eq!(model.backend(), LlmBackend::Native);
     let tok = model.tokenizer();
     let never = AtomicBool::new(false);
-    println!("threads: {} (the machine is shared: other builds may run)", candle_core::utils::get_num_threads());
+    println!("threads: {} (the machine is shared: other builds may run)", rayon::current_num_threads());
 
-    // Prefill: persona + turn, one forward.
     let prompt = model
         .template()
         .render(&[ChatMessage::new(Role::System, PERSONA), ChatMessage::new(Role::User, TURN)], true)
         .expect("template");
     let ids = tok.encode(&prompt).expect("encode");
-    let runs = 5;
-    let prefill = median(
-        (0..runs)
-            .map(|_| {
-                let mut s = model.session().expect("session");
-                let t = Instant::now();
-                s.prefill(&ids).expect("prefill").to_vec1::<f32>().expect("logits");
-                t.elapsed()
-            })
-            .collect(),
-    );
+    let (prefill, decode) = rates(&model, &ids);
     println!(
-        "prefill: {} tokens in {:.1} ms = {:.1} tokens/s",
+        "native: prefill {} tokens at {prefill:.1} tokens/s; decode {decode:.1} tokens/s ({:.1} ms/token)",
         ids.len(),
-        prefill.as_secs_f64() * 1e3,
-        ids.len() as f64 / prefill.as_secs_f64()
-    );
-
-    // Decode: 64 greedy tokens after that prompt (a stop token ends a run early; count what ran).
-    let decode: Vec<(usize, Duration)> = (0..3)
-        .map(|_| {
-            let mut s = model.session().expect("session");
-            s.prefill(&ids).expect("prefill");
-            let mut g = Generator::new(&GenerateConfig { max_tokens: 64, ..Default::default() });
-            let t = Instant::now();
-            while let Step::Token { .. } = g.step(&model, &mut s, &never).expect("step") {}
-            (g.tokens().len(), t.elapsed())
-        })
-        .collect();
-    let (n, d) = decode.iter().fold((0, Duration::ZERO), |(n, d), (m, e)| (n + m, d + *e));
-    println!(
-        "decode: {n} tokens in {:.1} ms = {:.1} tokens/s ({:.1} ms/token)",
-        d.as_secs_f64() * 1e3,
-        n as f64 / d.as_secs_f64(),
-        d.as_secs_f64() * 1e3 / n.max(1) as f64
+        1e3 / decode
     );
 
     // Time to first phrase: persona cached once, each turn forks it.
@@ -90,7 +122,7 @@ fn main() {
     );
     let mut first = String::new();
     let ttfp = median(
-        (0..runs)
+        (0..5)
             .map(|_| {
                 let t = Instant::now();
                 let mut s = model.session_from(&prefix).expect("fork");
@@ -118,4 +150,52 @@ fn main() {
         ttfp.as_secs_f64() * 1e3,
         ids.len() - persona_ids.len()
     );
+
+    // Batched decode: N sessions forked from the persona, one token each per forward.
+    let mut single = 0.0;
+    for n in [1usize, 2, 4] {
+        let mut sessions: Vec<LlmSession> = (0..n)
+            .map(|_| {
+                let mut s = model.session_from(&prefix).expect("fork");
+                s.prefill_to(&ids).expect("turn");
+                s
+            })
+            .collect();
+        let steps = 32;
+        let t = Instant::now();
+        for i in 0..steps {
+            let mut batch: Vec<(&mut LlmSession, u32)> = sessions.iter_mut().map(|s| (s, 260 + i as u32)).collect();
+            model.step_batch(&mut batch).expect("batched step");
+        }
+        let rate = (n * steps) as f64 / t.elapsed().as_secs_f64();
+        if n == 1 {
+            single = rate;
+        }
+        println!(
+            "batched decode, {n} session(s): {rate:.1} tokens/s in all, {:.1} per session ({:.2}x one session's total)",
+            rate / n as f64,
+            rate / single
+        );
+    }
+
+    let candle = LlmModel::load_with(&path, &Device::Cpu, LlmBackend::Candle).expect("candle backend");
+    let (c_prefill, c_decode) = rates(&candle, &ids);
+    println!(
+        "candle quantized llama: prefill {c_prefill:.1} tokens/s, decode {c_decode:.1} tokens/s; native / candle: prefill {:.2}x, decode {:.2}x",
+        prefill / c_prefill,
+        decode / c_decode
+    );
+
+    if std::env::var_os("TETE_BENCH_NO_LLAMA_CPP").is_some() {
+        println!("llama.cpp: skipped (TETE_BENCH_NO_LLAMA_CPP)");
+        return;
+    }
+    match llama_cpp(&path, &ids) {
+        Ok((l_prefill, l_decode, version)) => println!(
+            "llama.cpp {version} (2 threads): prefill {l_prefill:.1} tokens/s, decode {l_decode:.1} tokens/s; native / llama.cpp: prefill {:.2}x (goal 2), decode {:.2}x (goal 1.5)",
+            prefill / l_prefill,
+            decode / l_decode
+        ),
+        Err(e) => println!("llama.cpp: no result: {e}"),
+    }
 }

@@ -232,7 +232,7 @@ impl QMatrix {
             let acts = [x.row(0)];
             out.par_chunks_mut(chunk).enumerate().for_each(|(c, out)| {
                 for (i, o) in out.iter_mut().enumerate() {
-                    *o = self.dot_rows::<1, 1>(c * chunk + i, &acts)[0][0];
+                    *o = self.dot_row(c * chunk + i, &acts)[0];
                 }
             });
             return;
@@ -242,21 +242,14 @@ impl QMatrix {
         // which stay in cache between groups.
         let mut scratch = vec![0.0f32; self.rows * x.m];
         scratch.par_chunks_mut(chunk * x.m).enumerate().for_each(|(c, part)| {
-            let rows = part.len() / x.m;
             let mut t = 0;
-            while t + TOKENS <= x.m {
-                let acts: [ActRow<'_>; TOKENS] = std::array::from_fn(|i| x.row(t + i));
-                for i in 0..rows {
-                    let [v] = self.dot_rows::<1, TOKENS>(c * chunk + i, &acts);
-                    part[i * x.m + t..i * x.m + t + TOKENS].copy_from_slice(&v);
-                }
-                t += TOKENS;
-            }
-            for t in t..x.m {
-                let acts = [x.row(t)];
-                for i in 0..rows {
-                    part[i * x.m + t] = self.dot_rows::<1, 1>(c * chunk + i, &acts)[0][0];
-                }
+            while t < x.m {
+                t += match x.m - t {
+                    1 => self.token_group::<1>(x, t, c * chunk, part),
+                    2 => self.token_group::<2>(x, t, c * chunk, part),
+                    3 => self.token_group::<3>(x, t, c * chunk, part),
+                    _ => self.token_group::<TOKENS>(x, t, c * chunk, part),
+                };
             }
         });
         for (r, row) in scratch.chunks_exact(x.m).enumerate() {
@@ -266,23 +259,32 @@ impl QMatrix {
         }
     }
 
-    /// Weight rows `r0 .. r0 + R` against the activation rows `acts`.
+    /// Tokens `t .. t + N` against the rows from `r0` that `part` holds
+    /// (row-major, `x.m` floats a row); returns `N`.
     #[inline(always)]
-    fn dot_rows<const R: usize, const N: usize>(&self, r0: usize, acts: &[ActRow<'_>; N]) -> [[f32; N]; R] {
+    fn token_group<const N: usize>(&self, x: &QActs, t: usize, r0: usize, part: &mut [f32]) -> usize {
+        let acts: [ActRow<'_>; N] = std::array::from_fn(|i| x.row(t + i));
+        for (i, out) in part.chunks_exact_mut(x.m).enumerate() {
+            out[t..t + N].copy_from_slice(&self.dot_row(r0 + i, &acts));
+        }
+        N
+    }
+
+    /// Weight row `r` against the activation rows `acts`.
+    #[inline(always)]
+    fn dot_row<const N: usize>(&self, r: usize, acts: &[ActRow<'_>; N]) -> [f32; N] {
         let kb = self.cols / BLOCK;
         let cb = self.kind.code_bytes();
-        let d: [&[f32]; R] = std::array::from_fn(|i| &self.d[(r0 + i) * kb..(r0 + i + 1) * kb]);
-        let codes: [&[u8]; R] = std::array::from_fn(|i| &self.codes[(r0 + i) * kb * cb..(r0 + i + 1) * kb * cb]);
+        let d = &self.d[r * kb..(r + 1) * kb];
+        let codes = &self.codes[r * kb * cb..(r + 1) * kb * cb];
         let mut out = match self.kind {
-            QKind::Q4_1 => simd::q4_1::<R, N>(d, codes, acts),
-            QKind::Q8_0 => simd::q8_0::<R, N>(d, codes, acts),
+            QKind::Q4_1 => simd::q4_1::<N>(d, codes, acts),
+            QKind::Q8_0 => simd::q8_0::<N>(d, codes, acts),
         };
         if self.kind == QKind::Q4_1 {
-            for (i, out) in out.iter_mut().enumerate() {
-                let m = &self.m[(r0 + i) * kb..(r0 + i + 1) * kb];
-                for (o, a) in out.iter_mut().zip(acts) {
-                    *o += crate::vecmath::dot(m, a.s);
-                }
+            let m = &self.m[r * kb..(r + 1) * kb];
+            for (o, a) in out.iter_mut().zip(acts) {
+                *o += crate::vecmath::dot(m, a.s);
             }
         }
         out
@@ -381,8 +383,8 @@ impl QActs {
     }
 }
 
-/// The block dot products `Σ_b d_w[b] · d_a[b] · Σ_j q_w q_a` of `R`
-/// weight rows (scales `d`, codes) against `N` activation rows.
+/// The block dot products `Σ_b d_w[b] · d_a[b] · Σ_j q_w q_a` of one
+/// weight row (scales `d`, codes) against `N` activation rows.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
 mod simd {
     use std::arch::x86_64::*;
@@ -404,13 +406,10 @@ mod simd {
     /// and odd ones into another (two dependency chains hide the FMA
     /// latency), and sums each accumulator's lanes.
     #[inline(always)]
-    fn two_chains<const R: usize, const N: usize>(
-        blocks: usize,
-        mut block: impl FnMut(usize, &mut [[__m256; N]; R]),
-    ) -> [[f32; N]; R] {
+    fn two_chains<const N: usize>(blocks: usize, mut block: impl FnMut(usize, &mut [__m256; N])) -> [f32; N] {
         // SAFETY: register-only intrinsics; AVX2 is enabled for this build.
         let zero = unsafe { _mm256_setzero_ps() };
-        let (mut even, mut odd) = ([[zero; N]; R], [[zero; N]; R]);
+        let (mut even, mut odd) = ([zero; N], [zero; N]);
         let mut b = 0;
         while b + 1 < blocks {
             block(b, &mut even);
@@ -421,20 +420,13 @@ mod simd {
             block(b, &mut even);
         }
         // SAFETY: as above.
-        std::array::from_fn(|r| std::array::from_fn(|t| hsum(unsafe { _mm256_add_ps(even[r][t], odd[r][t]) })))
+        std::array::from_fn(|t| hsum(unsafe { _mm256_add_ps(even[t], odd[t]) }))
     }
 
-    /// Every row holds `blocks` blocks of `code_bytes` each; every activation row as many.
-    fn check<const R: usize, const N: usize>(
-        d: &[&[f32]; R],
-        codes: &[&[u8]; R],
-        acts: &[ActRow<'_>; N],
-        code_bytes: usize,
-    ) {
-        let blocks = d[0].len();
-        for (d, c) in d.iter().zip(codes) {
-            assert!(d.len() == blocks && c.len() == blocks * code_bytes);
-        }
+    /// The row holds `d.len()` blocks of `code_bytes` each; every activation row as many.
+    fn check<const N: usize>(d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N], code_bytes: usize) {
+        let blocks = d.len();
+        assert!(codes.len() == blocks * code_bytes);
         for a in acts {
             assert!(a.d.len() == blocks && a.q.len() == blocks * BLOCK);
         }
@@ -442,64 +434,52 @@ mod simd {
 
     /// Q4_1 codes (16 bytes a block).
     #[inline(always)]
-    pub fn q4_1<const R: usize, const N: usize>(
-        d: [&[f32]; R],
-        codes: [&[u8]; R],
-        acts: &[ActRow<'_>; N],
-    ) -> [[f32; N]; R] {
-        check(&d, &codes, acts, BLOCK / 2);
+    pub fn q4_1<const N: usize>(d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
+        check(d, codes, acts, BLOCK / 2);
         // SAFETY: `check` bounds every load: block `b` reads codes
         // [16b, 16b + 16) of each row and activation codes [32b, 32b + 32).
         unsafe {
             let mask = _mm_set1_epi8(0x0F);
             let ones = _mm256_set1_epi16(1);
-            let block = |b: usize, acc: &mut [[__m256; N]; R]| {
+            let block = |b: usize, acc: &mut [__m256; N]| {
                 let q: [__m256i; N] =
                     std::array::from_fn(|t| _mm256_loadu_si256(acts[t].q.as_ptr().add(BLOCK * b).cast()));
-                for r in 0..R {
-                    let raw = _mm_loadu_si128(codes[r].as_ptr().add(16 * b).cast());
-                    let lo = _mm_and_si128(raw, mask);
-                    let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
-                    let w = _mm256_set_m128i(hi, lo);
-                    let dw = *d[r].get_unchecked(b);
-                    for t in 0..N {
-                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, q[t]), ones);
-                        let scale = _mm256_set1_ps(dw * *acts[t].d.get_unchecked(b));
-                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[r][t]);
-                    }
+                let raw = _mm_loadu_si128(codes.as_ptr().add(16 * b).cast());
+                let lo = _mm_and_si128(raw, mask);
+                let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+                let w = _mm256_set_m128i(hi, lo);
+                let dw = *d.get_unchecked(b);
+                for t in 0..N {
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, q[t]), ones);
+                    let scale = _mm256_set1_ps(dw * *acts[t].d.get_unchecked(b));
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[t]);
                 }
             };
-            two_chains(d[0].len(), block)
+            two_chains(d.len(), block)
         }
     }
 
     /// Q8_0 codes (32 signed bytes a block).
     #[inline(always)]
-    pub fn q8_0<const R: usize, const N: usize>(
-        d: [&[f32]; R],
-        codes: [&[u8]; R],
-        acts: &[ActRow<'_>; N],
-    ) -> [[f32; N]; R] {
-        check(&d, &codes, acts, BLOCK);
+    pub fn q8_0<const N: usize>(d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
+        check(d, codes, acts, BLOCK);
         // SAFETY: as in `q4_1`, with 32 code bytes per block.
         unsafe {
             let ones = _mm256_set1_epi16(1);
-            let block = |b: usize, acc: &mut [[__m256; N]; R]| {
+            let block = |b: usize, acc: &mut [__m256; N]| {
                 let q: [__m256i; N] =
                     std::array::from_fn(|t| _mm256_loadu_si256(acts[t].q.as_ptr().add(BLOCK * b).cast()));
-                for r in 0..R {
-                    let w = _mm256_loadu_si256(codes[r].as_ptr().add(BLOCK * b).cast());
-                    // |w| as unsigned times a with w's sign: maddubs needs one unsigned side.
-                    let wabs = _mm256_sign_epi8(w, w);
-                    let dw = *d[r].get_unchecked(b);
-                    for t in 0..N {
-                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(q[t], w)), ones);
-                        let scale = _mm256_set1_ps(dw * *acts[t].d.get_unchecked(b));
-                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[r][t]);
-                    }
+                let w = _mm256_loadu_si256(codes.as_ptr().add(BLOCK * b).cast());
+                // |w| as unsigned times a with w's sign: maddubs needs one unsigned side.
+                let wabs = _mm256_sign_epi8(w, w);
+                let dw = *d.get_unchecked(b);
+                for t in 0..N {
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(q[t], w)), ones);
+                    let scale = _mm256_set1_ps(dw * *acts[t].d.get_unchecked(b));
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[t]);
                 }
             };
-            two_chains(d[0].len(), block)
+            two_chains(d.len(), block)
         }
     }
 }
@@ -509,39 +489,29 @@ mod simd {
 mod simd {
     use super::{ActRow, BLOCK, nibble};
 
-    fn rows<const R: usize, const N: usize>(
-        d: [&[f32]; R],
-        codes: [&[u8]; R],
+    fn row<const N: usize>(
+        d: &[f32],
+        codes: &[u8],
         acts: &[ActRow<'_>; N],
         code: impl Fn(&[u8], usize, usize) -> i32,
-    ) -> [[f32; N]; R] {
-        std::array::from_fn(|r| {
-            std::array::from_fn(|t| {
-                let a = &acts[t];
-                (0..d[r].len())
-                    .map(|b| {
-                        let q = &a.q[b * BLOCK..(b + 1) * BLOCK];
-                        let dot: i32 = (0..BLOCK).map(|j| code(codes[r], b, j) * i32::from(q[j])).sum();
-                        d[r][b] * a.d[b] * dot as f32
-                    })
-                    .sum()
-            })
+    ) -> [f32; N] {
+        std::array::from_fn(|t| {
+            let a = &acts[t];
+            (0..d.len())
+                .map(|b| {
+                    let q = &a.q[b * BLOCK..(b + 1) * BLOCK];
+                    let dot: i32 = (0..BLOCK).map(|j| code(codes, b, j) * i32::from(q[j])).sum();
+                    d[b] * a.d[b] * dot as f32
+                })
+                .sum()
         })
     }
 
-    pub fn q4_1<const R: usize, const N: usize>(
-        d: [&[f32]; R],
-        codes: [&[u8]; R],
-        acts: &[ActRow<'_>; N],
-    ) -> [[f32; N]; R] {
-        rows(d, codes, acts, |c, b, j| i32::from(nibble(&c[b * BLOCK / 2..(b + 1) * BLOCK / 2], j)))
+    pub fn q4_1<const N: usize>(d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
+        row(d, codes, acts, |c, b, j| i32::from(nibble(&c[b * BLOCK / 2..(b + 1) * BLOCK / 2], j)))
     }
 
-    pub fn q8_0<const R: usize, const N: usize>(
-        d: [&[f32]; R],
-        codes: [&[u8]; R],
-        acts: &[ActRow<'_>; N],
-    ) -> [[f32; N]; R] {
-        rows(d, codes, acts, |c, b, j| i32::from(c[b * BLOCK + j] as i8))
+    pub fn q8_0<const N: usize>(d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
+        row(d, codes, acts, |c, b, j| i32::from(c[b * BLOCK + j] as i8))
     }
 }
