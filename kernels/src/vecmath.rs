@@ -37,6 +37,34 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// Positions in a key tile of [`tile_dot`].
+pub const TILE: usize = 8;
+
+/// `q · k_p` for the [`TILE`] keys of a tile stored feature-major
+/// (`rows[f · TILE + p]` is feature `f` of key `p`, `q.len()` features):
+/// eight-wide multiply-adds in four independent chains.
+#[inline(always)]
+pub fn tile_dot(q: &[f32], rows: &[f32]) -> [f32; TILE] {
+    assert_eq!(rows.len(), q.len() * TILE, "a tile holds {} rows of {TILE}", q.len());
+    let mut acc = [[0.0f32; TILE]; 4];
+    let (quads, rest) = (q.chunks_exact(4), q.len() / 4 * 4);
+    for (j, q4) in quads.enumerate() {
+        for (c, &qf) in q4.iter().enumerate() {
+            let row = &rows[(4 * j + c) * TILE..][..TILE];
+            for l in 0..TILE {
+                acc[c][l] = qf.mul_add(row[l], acc[c][l]);
+            }
+        }
+    }
+    for (f, &qf) in q.iter().enumerate().skip(rest) {
+        let row = &rows[f * TILE..][..TILE];
+        for l in 0..TILE {
+            acc[0][l] = qf.mul_add(row[l], acc[0][l]);
+        }
+    }
+    std::array::from_fn(|l| (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]))
+}
+
 /// `out += w · v`.
 #[inline(always)]
 pub fn axpy(w: f32, v: &[f32], out: &mut [f32]) {
@@ -84,6 +112,19 @@ mod tests {
         assert_eq!(exp(1000.0), exp(88.0), "clamped above");
         assert!(exp(f32::NEG_INFINITY) < 1e-37 && exp(f32::NEG_INFINITY) >= 0.0);
         assert!(exp(1000.0).is_finite(), "clamped above");
+    }
+
+    #[test]
+    fn tile_dot_matches_f64() {
+        for features in [64, 13, 1] {
+            let q: Vec<f32> = (0..features).map(|i| (i as f32 * 0.37).sin()).collect();
+            let rows: Vec<f32> = (0..features * TILE).map(|i| (i as f32 * 0.11).cos()).collect();
+            let got = tile_dot(&q, &rows);
+            for (p, &g) in got.iter().enumerate() {
+                let e: f64 = (0..features).map(|f| f64::from(q[f]) * f64::from(rows[f * TILE + p])).sum();
+                assert!((f64::from(g) - e).abs() < 1e-5 * (1.0 + e.abs()), "{features} features, key {p}: {g} vs {e}");
+            }
+        }
     }
 
     #[test]

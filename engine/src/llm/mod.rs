@@ -1,16 +1,17 @@
 //! Thinking: the resident LLM.
 //!
-//! A GGUF file (llama or qwen2 architecture) is loaded once through candle's
-//! quantized models ([`LlmModel`]); its tokenizer and chat template come from
-//! the file's metadata ([`gguf`]). Each conversation owns an [`LlmSession`]
-//! holding its KV cache. candle keeps that cache inside its model struct, so
-//! a llama session is a clone of the loaded model: the weights are
-//! `Arc`-shared quantized tensors (the clone copies pointers, not weights)
-//! and the clone's cache is its own. A persona's system prompt is prefilled
-//! once into a [`Prefix`]; every session started from it clones that cache
-//! and prefills only the new turn. Cache tensors are immutable (an append
-//! makes a new tensor), so sessions forked from one prefix never see each
-//! other's tokens.
+//! A GGUF file (llama or qwen2 architecture) is loaded once ([`LlmModel`]);
+//! its tokenizer and chat template come from the file's metadata
+//! ([`gguf`]). On the CPU the model runs on the project's own forward pass
+//! ([`native`]: quantized integer products from `tete_kernels::quant`,
+//! shared read-only weights, caches outside the model); on a GPU device it
+//! runs on candle's quantized models ([`LlmBackend`]). Each conversation
+//! owns an [`LlmSession`] holding its KV cache. A persona's system prompt
+//! is prefilled once into a [`Prefix`]; every session started from it reads
+//! that cache in place (native) or clones it (candle) and prefills only the
+//! new turn, and a prompt that changes after some point is prefilled from
+//! there (native). Several sessions' next tokens can be computed in one
+//! batched forward ([`LlmModel::step_batch`]).
 //!
 //! Generation ([`generate`]) streams text deltas (split UTF-8 held back),
 //! stops at EOS / `<|im_end|>`, and checks a cancellation flag before every

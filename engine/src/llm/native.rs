@@ -26,11 +26,14 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QTensor};
 use rayon::prelude::*;
 use tete_kernels::quant::{BLOCK, QActs, QMatrix};
-use tete_kernels::vecmath::{axpy, dot, softmax, swiglu};
+use tete_kernels::vecmath::{axpy, dot, softmax, swiglu, tile_dot};
 
 use super::LlmError;
 use super::gguf;
 use super::model::Arch;
+
+/// Positions per key tile.
+const TILE: usize = tete_kernels::vecmath::TILE;
 
 /// Multiply-adds of attention below which it runs on one thread.
 const PARALLEL_ATTENTION: usize = 1 << 14;
@@ -319,40 +322,54 @@ impl Transformer {
     }
 
     /// Causal grouped-query attention of every new token over its cache,
-    /// one task per (token, head).
+    /// one task per (token, key/value head) covering the query heads that
+    /// share it.
     fn attention(&self, layer: usize, caches: &[&Cache], places: &[(usize, usize)], qkv: &[f32], out: &mut [f32]) {
         let cfg = &self.cfg;
-        let (hd, heads) = (cfg.head_dim, cfg.heads);
-        let qkv_rows = cfg.dim + 2 * cfg.kv_dim();
-        let group = heads / cfg.kv_heads;
+        let (hd, kv_heads, kv_dim) = (cfg.head_dim, cfg.kv_heads, cfg.kv_dim());
+        let qkv_rows = cfg.dim + 2 * kv_dim;
+        let group = cfg.heads / kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let one = |scores: &mut Vec<f32>, (i, out): (usize, &mut [f32])| {
-            let (t, head) = (i / heads, i % heads);
+            let (t, g) = (i / kv_heads, i % kv_heads);
             let (seq, pos) = places[t];
-            let q = &qkv[t * qkv_rows + head * hd..][..hd];
-            let kv_off = (head / group) * hd;
-            let cache = caches[seq];
+            let n = pos + 1;
+            let queries = &qkv[t * qkv_rows + g * group * hd..][..group * hd];
+            let kv = g * hd..(g + 1) * hd;
             scores.clear();
-            for (k, _) in cache.segments(layer, pos + 1) {
-                scores.extend(k.chunks_exact(cfg.kv_dim()).map(|k| dot(q, &k[kv_off..kv_off + hd]) * scale));
+            scores.resize(group * n, 0.0);
+            let mut first = 0;
+            for part in caches[seq].segments(layer, n) {
+                for (i, tile) in part.keys.chunks_exact(TILE * kv_dim).enumerate() {
+                    let rows = &tile[kv.start * TILE..kv.end * TILE];
+                    let take = (part.n - i * TILE).min(TILE);
+                    for (r, q) in queries.chunks_exact(hd).enumerate() {
+                        let s = tile_dot(q, rows);
+                        let at = r * n + first + i * TILE;
+                        scores[at..at + take].iter_mut().zip(s).for_each(|(o, s)| *o = s * scale);
+                    }
+                }
+                first += part.n;
             }
-            softmax(scores);
+            scores.chunks_exact_mut(n).for_each(softmax);
             out.fill(0.0);
             let mut p = 0;
-            for (_, v) in cache.segments(layer, pos + 1) {
-                for v in v.chunks_exact(cfg.kv_dim()) {
-                    axpy(scores[p], &v[kv_off..kv_off + hd], out);
+            for part in caches[seq].segments(layer, n) {
+                for v in part.values.chunks_exact(kv_dim) {
+                    for (r, out) in out.chunks_exact_mut(hd).enumerate() {
+                        axpy(scores[r * n + p], &v[kv.clone()], out);
+                    }
                     p += 1;
                 }
             }
         };
         // Spread over threads only when there is enough to spread.
-        let work: usize = places.iter().map(|&(_, p)| p + 1).sum::<usize>() * heads * hd;
+        let work: usize = places.iter().map(|&(_, p)| p + 1).sum::<usize>() * cfg.heads * hd;
         if work < PARALLEL_ATTENTION {
             let mut scores = Vec::new();
-            out.chunks_mut(hd).enumerate().for_each(|item| one(&mut scores, item));
+            out.chunks_mut(group * hd).enumerate().for_each(|item| one(&mut scores, item));
         } else {
-            out.par_chunks_mut(hd).enumerate().for_each_init(Vec::new, one);
+            out.par_chunks_mut(group * hd).enumerate().for_each_init(Vec::new, one);
         }
     }
 }
@@ -363,7 +380,10 @@ pub struct Sequence<'a> {
     pub tokens: &'a [u32],
 }
 
-/// Keys and values of some positions, per layer, `kv_dim` floats a position.
+/// Keys and values of some positions, per layer. Values are `kv_dim`
+/// floats a position; keys are kept in tiles of [`TILE`] positions, each
+/// tile `kv_dim` rows of `TILE` floats, so a query meets eight keys with
+/// eight-wide multiply-adds and no sums across lanes.
 #[derive(Debug, Clone)]
 struct KvCache {
     kv_dim: usize,
@@ -382,18 +402,54 @@ impl KvCache {
         Self::new(self.keys.len(), self.kv_dim)
     }
 
+    /// Positions held in `layer` (ahead of `len` while a forward runs).
+    fn positions(&self, layer: usize) -> usize {
+        self.values[layer].len() / self.kv_dim
+    }
+
     fn push(&mut self, layer: usize, k: &[f32], v: &[f32]) {
-        self.keys[layer].extend_from_slice(k);
+        let (p, kv_dim) = (self.positions(layer), self.kv_dim);
+        let keys = &mut self.keys[layer];
+        if p % TILE == 0 {
+            keys.resize(keys.len() + TILE * kv_dim, 0.0);
+        }
+        let tile = &mut keys[(p / TILE) * TILE * kv_dim..][..TILE * kv_dim];
+        for (f, &x) in k.iter().enumerate() {
+            tile[f * TILE + p % TILE] = x;
+        }
         self.values[layer].extend_from_slice(v);
+    }
+
+    /// Positions `0..n` of `layer`.
+    fn part(&self, layer: usize, n: usize) -> Part<'_> {
+        Part {
+            keys: &self.keys[layer][..n.div_ceil(TILE) * TILE * self.kv_dim],
+            values: &self.values[layer][..n * self.kv_dim],
+            n,
+        }
+    }
+
+    /// The key of position `p` in `layer`.
+    fn key(&self, layer: usize, p: usize) -> Vec<f32> {
+        let tile = &self.keys[layer][(p / TILE) * TILE * self.kv_dim..][..TILE * self.kv_dim];
+        (0..self.kv_dim).map(|f| tile[f * TILE + p % TILE]).collect()
     }
 
     fn truncate(&mut self, len: usize) {
         for (k, v) in self.keys.iter_mut().zip(&mut self.values) {
-            k.truncate(len * self.kv_dim);
+            // Slots past `len` in the last tile are overwritten by the next push.
+            k.truncate(len.div_ceil(TILE) * TILE * self.kv_dim);
             v.truncate(len * self.kv_dim);
         }
         self.len = self.len.min(len);
     }
+}
+
+/// Positions `0..n` of one part of a cache in one layer.
+struct Part<'a> {
+    keys: &'a [f32],
+    values: &'a [f32],
+    n: usize,
 }
 
 /// A conversation's keys and values: a shared prefix read in place, then its own.
@@ -442,7 +498,10 @@ impl Cache {
             Some(shared) => {
                 let mut merged = Arc::unwrap_or_clone(shared);
                 for l in 0..merged.keys.len() {
-                    merged.push(l, &own.keys[l], &own.values[l]);
+                    for p in 0..own.len {
+                        let v = &own.values[l][p * own.kv_dim..(p + 1) * own.kv_dim];
+                        merged.push(l, &own.key(l, p), v);
+                    }
                 }
                 merged.len += own.len;
                 merged
@@ -451,17 +510,13 @@ impl Cache {
         self.shared = Some(Arc::new(merged));
     }
 
-    /// The (keys, values) slices of layer `layer` covering positions `0..upto`.
-    fn segments(&self, layer: usize, upto: usize) -> impl Iterator<Item = (&[f32], &[f32])> {
-        let shared = self.shared.as_deref().map(|s| {
-            let n = upto.min(s.len) * s.kv_dim;
-            (&s.keys[layer][..n], &s.values[layer][..n])
-        });
+    /// The parts of layer `layer` covering positions `0..upto`.
+    fn segments(&self, layer: usize, upto: usize) -> impl Iterator<Item = Part<'_>> {
+        let shared = self.shared.as_deref().map(|s| s.part(layer, upto.min(s.len)));
         // The own part also holds this forward's new positions, pushed
         // layer by layer before `len` counts them.
-        let own = &self.own;
-        let n = (upto.saturating_sub(self.shared_len()) * own.kv_dim).min(own.keys[layer].len());
-        shared.into_iter().chain(std::iter::once((&own.keys[layer][..n], &own.values[layer][..n])))
+        let own = self.own.part(layer, upto.saturating_sub(self.shared_len()).min(self.own.positions(layer)));
+        shared.into_iter().chain(std::iter::once(own))
     }
 }
 
@@ -526,5 +581,75 @@ fn rotate(head: &mut [f32], angles: &[(f32, f32)], arch: Arch) {
         let (x0, x1) = (head[a], head[b]);
         head[a] = x0 * cos - x1 * sin;
         head[b] = x0 * sin + x1 * cos;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cache of `n` positions whose key and value features encode (layer, position, feature).
+    fn filled(cache: &mut Cache, from: usize, n: usize) {
+        let kv_dim = cache.own.kv_dim;
+        for l in 0..cache.own.keys.len() {
+            for p in from..from + n {
+                let k: Vec<f32> = (0..kv_dim).map(|f| (l * 100_000 + p * 100 + f) as f32).collect();
+                let v: Vec<f32> = k.iter().map(|x| -x).collect();
+                cache.own.push(l, &k, &v);
+            }
+        }
+        cache.own.len += n;
+    }
+
+    /// Every position's key and value, read back through `segments`.
+    fn read(cache: &Cache, layer: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
+        let kv_dim = cache.own.kv_dim;
+        let mut out = Vec::new();
+        for part in cache.segments(layer, cache.len()) {
+            for p in 0..part.n {
+                let tile = &part.keys[(p / TILE) * TILE * kv_dim..][..TILE * kv_dim];
+                let k = (0..kv_dim).map(|f| tile[f * TILE + p % TILE]).collect();
+                out.push((k, part.values[p * kv_dim..(p + 1) * kv_dim].to_vec()));
+            }
+        }
+        out
+    }
+
+    fn expected(layer: usize, n: usize, kv_dim: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
+        (0..n)
+            .map(|p| {
+                let k: Vec<f32> = (0..kv_dim).map(|f| (layer * 100_000 + p * 100 + f) as f32).collect();
+                let v = k.iter().map(|x| -x).collect();
+                (k, v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shared_prefixes_merge_cut_and_grow() {
+        let kv_dim = 6;
+        let mut cache = Cache { shared: None, own: KvCache::new(2, kv_dim) };
+        filled(&mut cache, 0, 11);
+        cache.freeze();
+        let mut fork = cache.clone();
+        filled(&mut fork, 11, 10);
+        // Freezing a fork merges its own positions after the shared ones (re-tiled: 11 is not a tile boundary).
+        fork.freeze();
+        assert_eq!(fork.len(), 21);
+        for l in 0..2 {
+            assert_eq!(read(&fork, l), expected(l, 21, kv_dim), "layer {l} after the merge");
+            assert_eq!(read(&cache, l), expected(l, 11, kv_dim), "the first prefix is untouched");
+        }
+        // Cut inside the shared part, then grow again: the tail tile's stale slots are overwritten.
+        fork.truncate(9);
+        filled(&mut fork, 9, 7);
+        assert_eq!(fork.len(), 16);
+        assert_eq!(read(&fork, 1), expected(1, 16, kv_dim));
+        // Cut in the own part.
+        let mut other = cache.clone();
+        filled(&mut other, 11, 3);
+        other.truncate(12);
+        filled(&mut other, 12, 1);
+        assert_eq!(read(&other, 0), expected(0, 13, kv_dim));
     }
 }
