@@ -75,17 +75,18 @@ def main():
         llm.eval(ids)
         prefill.append(time.perf_counter() - start)
 
+    # Greedy decoding through llama.cpp's own sampler (top_k 1): the clock
+    # starts when the first token (the prefill's) arrives.
     decoded, decode_seconds = 0, 0.0
     for _ in range(args.runs):
-        llm.reset()
-        llm.eval(ids)
-        start = time.perf_counter()
-        n = 0
-        for _ in range(args.decode):
-            logits = llm.scores[llm.n_tokens - 1]
-            token = int(logits.argmax())
-            llm.eval([token])
+        start, n = None, 0
+        for _token in llm.generate(ids, top_k=1, temp=0.0, reset=True):
+            if start is None:
+                start = time.perf_counter()
+                continue
             n += 1
+            if n == args.decode:
+                break
         decode_seconds += time.perf_counter() - start
         decoded += n
     print(

@@ -87,6 +87,14 @@ fn llama_cpp(path: &std::path::Path, ids: &[u32]) -> Result<(f64, f64, String), 
     ))
 }
 
+/// Tokens of `ids` that are the persona's system message.
+fn persona_len(model: &LlmModel, ids: &[u32]) -> usize {
+    let persona = model.template().render(&[ChatMessage::new(Role::System, PERSONA)], false).expect("template");
+    let persona_ids = model.tokenizer().encode(&persona).expect("encode");
+    assert!(ids.starts_with(&persona_ids), "the turn extends the persona's tokens");
+    persona_ids.len()
+}
+
 fn main() {
     let manifest = Manifest::embedded().expect("embedded manifest");
     let id = &manifest.model("smollm2-135m-instruct").expect("smollm2 in the manifest").id;
@@ -109,12 +117,25 @@ fn main() {
         1e3 / decode
     );
 
-    // Time to first phrase: persona cached once, each turn forks it.
-    let persona = model.template().render(&[ChatMessage::new(Role::System, PERSONA)], false).expect("template");
-    let persona_ids = tok.encode(&persona).expect("encode");
-    assert!(ids.starts_with(&persona_ids), "the turn extends the persona's tokens");
+    // Decode deep into a conversation: ~1000 tokens of context already held.
+    let mut long = model.session().expect("session");
+    let mut context = ids.clone();
+    while context.len() < 1000 {
+        context.extend_from_slice(&ids[persona_len(&model, &ids)..]);
+    }
+    long.prefill(&context).expect("long prefill");
     let t = Instant::now();
-    let prefix = model.prefix(&persona_ids).expect("prefix");
+    let steps = 32;
+    for i in 0..steps {
+        long.step(260 + i).expect("step");
+    }
+    let deep = steps as f64 / t.elapsed().as_secs_f64();
+    println!("decode after {} tokens of context: {deep:.1} tokens/s ({:.1} ms/token)", context.len(), 1e3 / deep);
+
+    // Time to first phrase: persona cached once, each turn forks it.
+    let persona_ids = &ids[..persona_len(&model, &ids)];
+    let t = Instant::now();
+    let prefix = model.prefix(persona_ids).expect("prefix");
     println!(
         "persona prefix: {} tokens prefilled once in {:.1} ms",
         persona_ids.len(),
