@@ -13,16 +13,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use tete_kernels::quant::{QActs, QMatrix};
-
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+use tete_kernels::testdata::uniform as noise;
 
 /// Best of `runs` timings of `f`.
 fn best(runs: usize, mut f: impl FnMut()) -> Duration {

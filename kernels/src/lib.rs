@@ -12,6 +12,7 @@ pub mod cuda;
 pub mod gate;
 pub mod mel;
 pub mod quant;
+pub mod testdata;
 pub mod vecmath;
 pub mod warp;
 

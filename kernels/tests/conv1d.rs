@@ -6,17 +6,7 @@
 
 use tete_kernels::conv1d::{Conv1d, ConvTranspose1d, Residual, Signal};
 use tete_kernels::cpu;
-
-/// Uniform in [−1, 1), from a fixed seed.
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+use tete_kernels::testdata::uniform as noise;
 
 /// Every element within `tol` · (1 + |expected|), else a message naming the first one that is not.
 fn assert_close(actual: &[f32], expected: &[f32], tol: f32, what: &str) {

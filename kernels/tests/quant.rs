@@ -5,17 +5,7 @@
 //! quantization itself costs against unquantized f32 math.
 
 use tete_kernels::quant::{QActs, QKind, QMatrix};
-
-/// Uniform in [−1, 1), from a fixed seed.
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+use tete_kernels::testdata::uniform as noise;
 
 /// The kernels sum integer block products exactly and scale them in f32;
 /// the reference sums in f64. Relative to the sum of |products| that is
