@@ -103,7 +103,11 @@ fn main() {
     assert_eq!(model.backend(), LlmBackend::Native);
     let tok = model.tokenizer();
     let never = AtomicBool::new(false);
-    println!("threads: {} (the machine is shared: other builds may run)", rayon::current_num_threads());
+    println!(
+        "threads: {} (the machine is shared: other builds may run); weights held: {:.1} MB",
+        rayon::current_num_threads(),
+        model.weight_bytes().unwrap_or(0) as f64 / 1e6
+    );
 
     let prompt = model
         .template()

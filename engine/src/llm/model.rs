@@ -122,7 +122,17 @@ impl LlmModel {
         };
         let (mut native, mut llama) = (None, None);
         match (arch, backend) {
-            (_, LlmBackend::Native) => native = Some(Arc::new(Transformer::from_gguf(&content, &mut reader, arch)?)),
+            (_, LlmBackend::Native) => {
+                let model = Transformer::from_gguf(&content, &mut reader, arch)?;
+                if tokenizer.vocab_size() > model.config().vocab {
+                    return Err(LlmError::Gguf(format!(
+                        "the tokenizer has {} tokens, the embedding only {} rows",
+                        tokenizer.vocab_size(),
+                        model.config().vocab
+                    )));
+                }
+                native = Some(Arc::new(model));
+            }
             (Arch::Llama, _) => llama = Some(quantized_llama::ModelWeights::from_gguf(content, &mut reader, device)?),
             (Arch::Qwen2, _) => {
                 // Load once now so a bad file fails at load, not at the first session.
@@ -153,6 +163,11 @@ impl LlmModel {
 
     pub fn backend(&self) -> LlmBackend {
         self.backend
+    }
+
+    /// Bytes of weights the native backend holds (None on candle).
+    pub fn weight_bytes(&self) -> Option<usize> {
+        self.native.as_ref().map(|m| m.weight_bytes())
     }
 
     pub fn tokenizer(&self) -> &LlmTokenizer {

@@ -153,7 +153,19 @@ impl Transformer {
             )));
         }
         let output = match content.tensor_infos.contains_key("output.weight") {
-            true => Some(matrix(&tensor("output.weight")?, "output.weight")?),
+            true => {
+                let output = matrix(&tensor("output.weight")?, "output.weight")?;
+                if (output.rows(), output.cols()) != (embed.rows(), embed.cols()) {
+                    return Err(LlmError::Gguf(format!(
+                        "output.weight is {}x{}, token_embd.weight {}x{}",
+                        output.rows(),
+                        output.cols(),
+                        embed.rows(),
+                        embed.cols()
+                    )));
+                }
+                Some(output)
+            }
             false => None,
         };
         let norm = vector(&tensor("output_norm.weight")?, cfg.dim, "output_norm.weight")?;
