@@ -10,6 +10,8 @@
 //! llama.cpp (`bench/llama_cpp.py`: llama-cpp-python built native, 2
 //! threads) on the same prompt ids, in the same run; the ratios are printed.
 //! Set `TETE_BENCH_NO_LLAMA_CPP=1` to skip llama.cpp (its first run builds it).
+//! Under `cargo test` (no `--bench` argument) it runs once over a few tokens
+//! as a smoke test, without the comparisons.
 //!
 //! Needs the models (`tete models fetch`). Run: `cargo bench -p tete-bench --bench llm`
 
@@ -27,19 +29,25 @@ const PERSONA: &str = "You are a helpful assistant. You are Ada, a friendly guid
     Keep answers short and warm, speak in plain words, and ask a follow-up question when it helps.";
 const TURN: &str =
     "Hi Ada, my daughter loves planets, so which part of this big museum should we go and visit first today?";
-/// Greedy tokens decoded per decode run.
-const DECODE: usize = 64;
 
 fn median(mut xs: Vec<Duration>) -> Duration {
     xs.sort();
     xs[xs.len() / 2]
 }
 
+/// How much to run: the full measurement, or a smoke test under `cargo test`.
+#[derive(Clone, Copy)]
+struct Scale {
+    /// Greedy tokens decoded per decode run.
+    decode: usize,
+    runs: usize,
+}
+
 /// Prefill and decode rates (tokens/s) of one backend on `ids`.
-fn rates(model: &LlmModel, ids: &[u32]) -> (f64, f64) {
+fn rates(model: &LlmModel, ids: &[u32], scale: Scale) -> (f64, f64) {
     let never = AtomicBool::new(false);
     let prefill = median(
-        (0..5)
+        (0..scale.runs)
             .map(|_| {
                 let mut s = model.session().expect("session");
                 let t = Instant::now();
@@ -49,11 +57,11 @@ fn rates(model: &LlmModel, ids: &[u32]) -> (f64, f64) {
             .collect(),
     );
     // Greedy decoding after the prompt (a stop token ends a run early; count what ran).
-    let decode: Vec<(usize, Duration)> = (0..3)
+    let decode: Vec<(usize, Duration)> = (0..scale.runs.div_ceil(2))
         .map(|_| {
             let mut s = model.session().expect("session");
             s.prefill(ids).expect("prefill");
-            let mut g = Generator::new(&GenerateConfig { max_tokens: DECODE, ..Default::default() });
+            let mut g = Generator::new(&GenerateConfig { max_tokens: scale.decode, ..Default::default() });
             let t = Instant::now();
             while let Step::Token { .. } = g.step(model, &mut s, &never).expect("step") {}
             (g.tokens().len(), t.elapsed())
@@ -64,13 +72,13 @@ fn rates(model: &LlmModel, ids: &[u32]) -> (f64, f64) {
 }
 
 /// llama.cpp's prefill and decode rates on the same file and ids, from `bench/llama_cpp.py`.
-fn llama_cpp(path: &std::path::Path, ids: &[u32]) -> Result<(f64, f64, String), String> {
+fn llama_cpp(path: &std::path::Path, ids: &[u32], decode: usize) -> Result<(f64, f64, String), String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/llama_cpp.py");
     let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
     let out = Command::new("python3")
         .arg(script)
         .arg(path)
-        .args(["--ids", &ids.join(","), "--decode", &DECODE.to_string(), "--threads", "2"])
+        .args(["--ids", &ids.join(","), "--decode", &decode.to_string(), "--threads", "2"])
         .output()
         .map_err(|e| format!("running {script}: {e}"))?;
     if !out.status.success() {
@@ -96,6 +104,8 @@ fn persona_len(model: &LlmModel, ids: &[u32]) -> usize {
 }
 
 fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let scale = if full { Scale { decode: 64, runs: 5 } } else { Scale { decode: 4, runs: 1 } };
     let manifest = Manifest::embedded().expect("embedded manifest");
     let id = &manifest.model("smollm2-135m-instruct").expect("smollm2 in the manifest").id;
     let path = Store::new(default_home()).model_dir(id).join("SmolLM2-135M-Instruct.Q4_1.gguf");
@@ -114,7 +124,7 @@ fn main() {
         .render(&[ChatMessage::new(Role::System, PERSONA), ChatMessage::new(Role::User, TURN)], true)
         .expect("template");
     let ids = tok.encode(&prompt).expect("encode");
-    let (prefill, decode) = rates(&model, &ids);
+    let (prefill, decode) = rates(&model, &ids, scale);
     println!(
         "native: prefill {} tokens at {prefill:.1} tokens/s; decode {decode:.1} tokens/s ({:.1} ms/token)",
         ids.len(),
@@ -124,12 +134,12 @@ fn main() {
     // Decode deep into a conversation: ~1000 tokens of context already held.
     let mut long = model.session().expect("session");
     let mut context = ids.clone();
-    while context.len() < 1000 {
+    while context.len() < if full { 1000 } else { 150 } {
         context.extend_from_slice(&ids[persona_len(&model, &ids)..]);
     }
     long.prefill(&context).expect("long prefill");
     let t = Instant::now();
-    let steps = 32;
+    let steps = if full { 32 } else { 2 };
     for i in 0..steps {
         long.step(260 + i).expect("step");
     }
@@ -147,7 +157,7 @@ fn main() {
     );
     let mut first = String::new();
     let ttfp = median(
-        (0..5)
+        (0..scale.runs)
             .map(|_| {
                 let t = Instant::now();
                 let mut s = model.session_from(&prefix).expect("fork");
@@ -186,7 +196,7 @@ fn main() {
                 s
             })
             .collect();
-        let steps = 32;
+        let steps = if full { 32 } else { 2 };
         let t = Instant::now();
         for i in 0..steps {
             let mut batch: Vec<(&mut LlmSession, u32)> = sessions.iter_mut().map(|s| (s, 260 + i as u32)).collect();
@@ -203,8 +213,12 @@ fn main() {
         );
     }
 
+    if !full {
+        println!("(smoke run: no comparisons; `cargo bench -p tete-bench --bench llm` measures)");
+        return;
+    }
     let candle = LlmModel::load_with(&path, &Device::Cpu, LlmBackend::Candle).expect("candle backend");
-    let (c_prefill, c_decode) = rates(&candle, &ids);
+    let (c_prefill, c_decode) = rates(&candle, &ids, scale);
     println!(
         "candle quantized llama: prefill {c_prefill:.1} tokens/s, decode {c_decode:.1} tokens/s; native / candle: prefill {:.2}x, decode {:.2}x",
         prefill / c_prefill,
@@ -215,7 +229,7 @@ fn main() {
         println!("llama.cpp: skipped (TETE_BENCH_NO_LLAMA_CPP)");
         return;
     }
-    match llama_cpp(&path, &ids) {
+    match llama_cpp(&path, &ids, scale.decode) {
         Ok((l_prefill, l_decode, version)) => println!(
             "llama.cpp {version} (2 threads): prefill {l_prefill:.1} tokens/s, decode {l_decode:.1} tokens/s; native / llama.cpp: prefill {:.2}x (goal 2), decode {:.2}x (goal 1.5)",
             prefill / l_prefill,

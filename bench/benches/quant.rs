@@ -6,7 +6,8 @@
 //! buffer larger than the caches), so the ratio says how close a product
 //! runs to the memory limit.
 //!
-//! Run: `cargo bench -p tete-bench --bench quant`
+//! Run: `cargo bench -p tete-bench --bench quant` (under `cargo test` it runs
+//! two layers and a few rounds as a smoke test).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -28,9 +29,10 @@ fn best(runs: usize, mut f: impl FnMut()) -> Duration {
 }
 
 fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
     let threads = rayon::current_num_threads();
     // Streaming read bandwidth: 256 MiB summed by every thread.
-    let big: Vec<u64> = (0..32u64 << 20).collect();
+    let big: Vec<u64> = (0..if full { 32u64 << 20 } else { 1 << 20 }).collect();
     let t = best(3, || {
         black_box(big.par_chunks(1 << 16).map(|c| c.iter().fold(0u64, |a, &x| a.wrapping_add(x))).sum::<u64>());
     });
@@ -47,7 +49,7 @@ fn main() {
     };
     let mut region = vec![0u64; 64];
     for gap in [Duration::ZERO, Duration::from_micros(40)] {
-        let rounds = 2000;
+        let rounds = if full { 2000 } else { 20 };
         let run = |region: &mut Vec<u64>| {
             let mut inside = Duration::ZERO;
             for _ in 0..rounds {
@@ -67,7 +69,7 @@ fn main() {
 
     // A decoder layer's products (Q, K and V stacked; gate and up stacked),
     // repeated over enough layers that the weights do not stay in cache.
-    let layers = 30;
+    let layers = if full { 30 } else { 2 };
     let (dim, kv, ff) = (576, 192, 1536);
     let shapes = [("qkv", dim + 2 * kv, dim), ("wo", dim, dim), ("gate_up", 2 * ff, dim), ("down", dim, ff)];
     for (label, make) in [
