@@ -3,7 +3,6 @@
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
-
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
@@ -249,14 +248,16 @@ impl LlmModel {
         let tokens: Vec<[u32; 1]> = steps.iter().map(|(_, t)| [*t]).collect();
         let mut seqs = Vec::with_capacity(steps.len());
         for ((session, _), token) in steps.iter_mut().zip(&tokens) {
-            let Backbone::Native { cache, .. } = &mut session.state else {
-                return Err(LlmError::Unsupported("a session of another model in the batch".into()));
-            };
-            seqs.push(Sequence { cache, tokens: token });
+            match &mut session.state {
+                Backbone::Native { model: own, cache } if Arc::ptr_eq(own, model) => {
+                    seqs.push(Sequence { cache, tokens: token })
+                }
+                _ => return Err(LlmError::Unsupported("a session of another model in the batch".into())),
+            }
         }
         let logits = model.forward(&mut seqs);
         drop(seqs);
-        for (((session, token), logits), _) in steps.iter_mut().zip(logits).zip(&tokens) {
+        for ((session, token), logits) in steps.iter_mut().zip(logits) {
             let vocab = logits.len();
             session.logits = Some(Tensor::from_vec(logits, vocab, &Device::Cpu)?);
             session.tokens.push(*token);
