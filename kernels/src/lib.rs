@@ -14,6 +14,8 @@ pub mod mel;
 pub mod quant;
 pub mod testdata;
 pub mod vecmath;
+#[cfg(feature = "vp8")]
+pub mod vp8;
 pub mod warp;
 
 /// CUDA C sources of the project's kernels, by name.
