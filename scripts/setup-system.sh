@@ -9,10 +9,11 @@
 #   opus-tools, flac, lame,          real encoders: the upload tests make Ogg-Opus, FLAC, MP3 and
 #   vorbis-tools                     Ogg-Vorbis files with them
 #   nasm                             openh264's assembly (without it the H.264 encoder builds ~3x slower)
-#   chromium                         a real browser for the meeting page's WebRTC test
+#   libvpx-dev                       VP8 (libvpx) for browsers that send and take VP8
+#   chromium, firefox-esr            real browsers for the meeting page's WebRTC tests
 set -euo pipefail
 
-packages=(pkg-config cmake libopus-dev espeak-ng mesa-vulkan-drivers libvulkan1 pocketsphinx-testdata opus-tools flac lame vorbis-tools nasm chromium)
+packages=(pkg-config cmake libopus-dev espeak-ng mesa-vulkan-drivers libvulkan1 pocketsphinx-testdata opus-tools flac lame vorbis-tools nasm chromium libvpx-dev firefox-esr)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -9,7 +9,8 @@
 //! The aiortc client, too, hears the beeps when it sees them, on the RTP
 //! clocks of the two tracks. Headless Chromium then plays the file. A second run keeps the
 //! recording in an S3-compatible bucket: moto's server (PyPI `moto`) on
-//! 127.0.0.1.
+//! 127.0.0.1; its client offers only VP8, so the call goes out in VP8 and
+//! the file still gets H.264.
 
 mod common;
 
@@ -96,19 +97,24 @@ async fn fixture(db_dir: &Path, recordings: RecordingStore) -> Fixture {
     Fixture { base, app, edge }
 }
 
-/// Runs a recorded call of about `seconds` with the aiortc peer and
-/// returns the `application.recording_ready` properties and what the
-/// client reported.
-async fn recorded_call(f: &Fixture, dir: &Path, seconds: f64) -> (Value, Value) {
+/// Runs a recorded call of about `seconds` with the aiortc peer (offering
+/// only `video_codec` when given) and returns the
+/// `application.recording_ready` properties and what the client reported.
+async fn recorded_call(f: &Fixture, dir: &Path, seconds: f64, video_codec: Option<&str>) -> (Value, Value) {
     let body = json!({"replica_id": "rstockastronaut", "properties": {"enable_recording": true}});
     let (status, c) = f.app.call("POST", "/v2/conversations", Some(body)).await;
     assert_eq!(status, StatusCode::OK, "{c}");
     let id = c["conversation_id"].as_str().unwrap().to_string();
     let wav = dir.join("mic.wav");
     common::tone_wav(&wav, USER_HZ, seconds + 2.0);
-    let client =
-        common::run_client(common::whip_client(&format!("{}/c/{id}/whip", f.base), &wav, seconds)).await.unwrap();
+    let mut command = common::whip_client(&format!("{}/c/{id}/whip", f.base), &wav, seconds);
+    if let Some(codec) = video_codec {
+        command.args(["--video-codec", codec]);
+    }
+    let client = common::run_client(command).await.unwrap();
     assert_eq!(client["connected"], true, "{client}");
+    println!("video codecs answered: {}", client["video_codecs"]);
+    assert!(client["video"]["frames"].as_u64().unwrap_or(0) > 25, "the client saw too little video: {client}");
 
     let ready = common::eventually(Duration::from_secs(30), || async {
         let (_, c) = f.app.call("GET", &format!("/v2/conversations/{id}?verbose=true"), None).await;
@@ -234,7 +240,7 @@ async fn a_recorded_call_is_kept_locally_and_plays() {
     let dir = tempfile::tempdir().unwrap();
     let store = RecordingStore::local(dir.path().join("recordings")).unwrap();
     let f = fixture(dir.path(), store).await;
-    let (properties, client) = recorded_call(&f, dir.path(), 5.0).await;
+    let (properties, client) = recorded_call(&f, dir.path(), 5.0, None).await;
     // At the client, on the RTP clocks the edge stamps both tracks from:
     // the beeps are heard when they are seen (as in the recording).
     let times =
@@ -312,7 +318,10 @@ async fn a_recorded_call_goes_to_an_s3_bucket() {
     };
     let store = RecordingStore::s3(dir.path().join("spool"), config).unwrap();
     let f = fixture(dir.path(), store).await;
-    let (properties, _) = recorded_call(&f, dir.path(), 4.0).await;
+    // This client takes only VP8: the call goes out in VP8 and the file
+    // gets H.264 from a second encoder.
+    let (properties, client) = recorded_call(&f, dir.path(), 4.0, Some("vp8")).await;
+    assert_eq!(client["video_codecs"], json!(["VP8"]), "{client}");
     assert_eq!(properties["storage_provider"], "s3", "{properties}");
     let uri = properties["storage_uri"].as_str().unwrap();
     let key = uri.strip_prefix("s3://calls/").unwrap_or_else(|| panic!("{uri}"));

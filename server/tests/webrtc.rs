@@ -325,3 +325,47 @@ async fn chromium_joins_from_the_meeting_page() {
     assert_eq!(recorded.presence, [true, false]);
     println!("server saw {} camera frames of {}x{}", recorded.seen.len(), recorded.seen[0].0, recorded.seen[0].1);
 }
+
+/// Headless Firefox (ESR, without Cisco's OpenH264 plug-in, so it offers
+/// VP8, VP9 and AV1 but no H.264) opens the meeting page: the edge decodes
+/// its VP8 camera and Opus microphone (Firefox's fake devices: a 1 kHz
+/// tone), and Firefox decodes the replica's video, which went out in VP8,
+/// and plays its audio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firefox_joins_from_the_meeting_page() {
+    let f = fixture().await;
+    let (id, _) = f.conversation(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut firefox, rx) = common::firefox(dir.path(), &format!("{}/c/{id}?raw_audio=1", f.base), "tete-stats");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        if let Ok(stats) = rx.recv_timeout(Duration::from_millis(500)) {
+            last = stats;
+            if last["framesDecoded"].as_u64().unwrap_or(0) >= 25
+                && last["audioSamplesReceived"].as_u64().unwrap_or(0) > 48_000
+            {
+                break;
+            }
+        }
+    }
+    firefox.kill();
+    let gone = common::eventually(Duration::from_secs(40), || async { (f.edge.peers(&id) == 0).then_some(()) }).await;
+    println!("page: {last}");
+    assert!(gone.is_some(), "a vanished browser is still a participant");
+    assert_eq!(last["state"], "connected", "{last}");
+    assert!(last["framesDecoded"].as_u64().unwrap_or(0) >= 25, "Firefox decoded too few VP8 frames: {last}");
+    assert!(last["audioSamplesReceived"].as_u64().unwrap_or(0) > 48_000, "{last}");
+
+    let recorded = f.recorded.lock().unwrap();
+    assert!(recorded.heard.len() > 16_000, "server heard {} samples", recorded.heard.len());
+    let steady = &recorded.heard[recorded.heard.len() / 4..];
+    let hz = zero_crossing_hz(steady, 16_000.0);
+    println!("server heard rms {:.3} at {hz:.0} Hz", rms(steady));
+    assert!(rms(steady) > 0.01 && (hz - 1000.0).abs() < 50.0, "server heard rms {} at {hz} Hz", rms(steady));
+    assert!(!recorded.seen.is_empty(), "server decoded no VP8 camera frame");
+    let (w, h, top, bottom) = recorded.seen[recorded.seen.len() - 1];
+    println!("server saw {} camera frames of {w}x{h} (mean luma {top:.0}/{bottom:.0})", recorded.seen.len());
+    assert!(w >= 16 && h >= 16);
+    assert_eq!(recorded.presence, [true, false]);
+}

@@ -28,7 +28,7 @@ import urllib.request
 import aioice.ice
 import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, VideoStreamTrack
 from aiortc.contrib.media import MediaPlayer
 
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
@@ -78,6 +78,19 @@ def onsets(pictures, sounds):
     return {"seen": seen, "heard": heard}
 
 
+def answered_video_codecs(sdp):
+    """The codecs of the answer's video section (what the edge may send), rtx left out."""
+    section, names = False, []
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            section = line.startswith("m=video")
+        elif section and line.startswith("a=rtpmap:"):
+            name = line.split()[1].split("/")[0]
+            if name.lower() != "rtx" and name not in names:
+                names.append(name)
+    return names
+
+
 async def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
@@ -86,6 +99,7 @@ async def main():
     parser.add_argument("--token")
     parser.add_argument("--message", action="append", default=[])
     parser.add_argument("--camera", help="a still image to show as the camera")
+    parser.add_argument("--video-codec", help="offer only this video codec (vp8, h264)")
     args = parser.parse_args()
 
     # No ICE servers: aiortc's default is a public STUN server.
@@ -93,6 +107,12 @@ async def main():
     player = MediaPlayer(args.wav)
     pc.addTrack(player.audio)
     pc.addTrack(Camera(args.camera))
+    if args.video_codec:
+        wanted = ("video/" + args.video_codec.lower(), "video/rtx")
+        codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() in wanted]
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "video":
+                transceiver.setCodecPreferences(codecs)
     channel = pc.createDataChannel("tete")
     received_messages = []
     channel.on("message", lambda m: received_messages.append(m if isinstance(m, str) else m.decode()))
@@ -162,6 +182,7 @@ async def main():
         return
     location = response_headers.get("Location") or response_headers.get("location")
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    result["video_codecs"] = answered_video_codecs(answer)
     try:
         await asyncio.wait_for(connected.wait(), 15)
         result["connected"] = True

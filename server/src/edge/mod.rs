@@ -23,6 +23,7 @@ pub mod face;
 pub mod messages;
 pub mod peer;
 pub mod perception;
+pub mod video;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -512,7 +513,10 @@ impl Driver {
                 *connected = true;
                 if let Some(path) = self.record_to.take() {
                     match Recorder::start(path) {
-                        Ok(recorder) => self.recorder = Some(recorder),
+                        Ok(recorder) => {
+                            self.recorder = Some(recorder);
+                            self.peer.record_video(true);
+                        }
                         Err(e) => {
                             tracing::error!(conversation = %self.conversation, "the call cannot be recorded: {e}")
                         }

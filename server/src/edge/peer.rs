@@ -5,15 +5,16 @@
 //!
 //! In: the user's Opus audio is decoded (48 kHz, packet loss concealed
 //! when a packet is missing) and resampled to 16 kHz mono for the engine;
-//! the user's H.264 video is decoded (openh264) and handed on at most
+//! the user's video (H.264 or VP8) is decoded and handed on at most
 //! [`VIDEO_IN_FPS`] frames a second, for perception.
 //! Out: 20 ms frames of the replica's 48 kHz audio are encoded to Opus and
-//! its I420 frames to H.264, both stamped from one clock (the first frame
-//! sent), so lips and sound stay together; a keyframe goes out first and on
-//! every PLI/FIR. The video bitrate follows str0m's congestion estimate
-//! (TWCC, or REMB). Data-channel text comes out as it is; the driver parses it.
+//! its I420 frames to H.264 when the peer takes it, VP8 otherwise (see
+//! [`super::video`]), both stamped from one clock (the first frame sent), so
+//! lips and sound stay together; a keyframe goes out first and on every
+//! PLI/FIR. The video bitrate follows str0m's congestion estimate (TWCC, or
+//! REMB). Data-channel text comes out as it is; the driver parses it.
 //!
-//! The codecs offered are Opus and H.264 only, so browsers send H.264 too.
+//! The codecs offered are Opus, H.264 and VP8.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -26,6 +27,11 @@ use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tete_engine::audio::StreamResampler;
+
+use super::video::{Encoded, VideoIn, VideoOut};
+pub use super::video::{
+    EncodedFrame, VIDEO_BPS, VIDEO_IN_FPS, VIDEO_OUT_FPS, VIDEO_START_BPS, VideoCodec, VideoError, VideoFrame,
+};
 
 /// Samples in one 20 ms frame at 48 kHz, the unit of audio out.
 pub const FRAME: usize = 960;
@@ -48,89 +54,12 @@ pub enum PeerError {
     NoAudio,
     #[error("WebRTC: {0}")]
     Rtc(#[from] str0m::RtcError),
-    #[error("H.264: {0}")]
-    Video(String),
+    #[error("video: {0}")]
+    Video(#[from] VideoError),
     #[error("Opus: {0}")]
     Opus(#[from] opus::Error),
     #[error("resampling: {0}")]
     Resample(#[from] tete_engine::audio::ResampleError),
-}
-
-/// Video frames handed to perception per second, at most.
-pub const VIDEO_IN_FPS: f64 = 5.0;
-/// The replica's video rate.
-pub const VIDEO_OUT_FPS: u32 = 25;
-/// The video bitrate before congestion control has an estimate.
-pub const VIDEO_START_BPS: u32 = 1_000_000;
-/// The range congestion control moves the video bitrate in.
-pub const VIDEO_BPS: std::ops::RangeInclusive<u32> = 150_000..=2_500_000;
-
-/// A video frame, I420 with its planes packed (Y, then U, then V).
-#[derive(Clone, PartialEq)]
-pub struct VideoFrame {
-    pub width: usize,
-    pub height: usize,
-    pub i420: Vec<u8>,
-}
-
-impl std::fmt::Debug for VideoFrame {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "VideoFrame({}x{})", self.width, self.height)
-    }
-}
-
-impl VideoFrame {
-    /// A frame of one colour (`y`, `u`, `v`), e.g. the placeholder before a replica renders.
-    pub fn solid(width: usize, height: usize, (y, u, v): (u8, u8, u8)) -> Self {
-        let luma = width * height;
-        let chroma = (width / 2) * (height / 2);
-        let mut i420 = vec![y; luma + 2 * chroma];
-        i420[luma..luma + chroma].fill(u);
-        i420[luma + chroma..].fill(v);
-        Self { width, height, i420 }
-    }
-
-    /// The frame in RGB (BT.601, limited range, as openh264 decodes), for
-    /// perception. Chroma is shared by each 2×2 block.
-    pub fn to_rgb(&self) -> tete_engine::face::RgbImage {
-        let (w, h) = (self.width, self.height);
-        let mut rgb = vec![0u8; w * h * 3];
-        if self.is_valid() {
-            let (luma, chroma) = (w * h, (w / 2) * (h / 2));
-            let (u_plane, v_plane) = (&self.i420[luma..luma + chroma], &self.i420[luma + chroma..]);
-            for (k, px) in rgb.chunks_exact_mut(3).enumerate() {
-                let (x, y) = (k % w, k / w);
-                let c = (y / 2) * (w / 2) + x / 2;
-                let luma = (f32::from(self.i420[k]) - 16.0) * (255.0 / 219.0);
-                let (u, v) = (f32::from(u_plane[c]) - 128.0, f32::from(v_plane[c]) - 128.0);
-                let scale = 255.0 / 224.0;
-                px[0] = (luma + scale * 1.402 * v).round().clamp(0.0, 255.0) as u8;
-                px[1] = (luma - scale * (0.344_136 * u + 0.714_136 * v)).round().clamp(0.0, 255.0) as u8;
-                px[2] = (luma + scale * 1.772 * u).round().clamp(0.0, 255.0) as u8;
-            }
-        }
-        tete_engine::face::RgbImage::from_raw(w as u32, h as u32, rgb).unwrap_or_default()
-    }
-
-    fn is_valid(&self) -> bool {
-        self.width >= 16
-            && self.height >= 16
-            && self.width.is_multiple_of(2)
-            && self.height.is_multiple_of(2)
-            && self.i420.len() == self.width * self.height * 3 / 2
-    }
-}
-
-/// A frame of the replica's video as it went out: H.264 (Annex B) and its
-/// place on the media clock.
-#[derive(Debug, Clone)]
-pub struct EncodedFrame {
-    pub at: Duration,
-    pub width: usize,
-    pub height: usize,
-    pub annex_b: Vec<u8>,
-    /// An IDR picture: decoding can start here.
-    pub keyframe: bool,
 }
 
 /// What a peer tells the session.
@@ -179,25 +108,6 @@ struct AudioOut {
     started: Option<Instant>,
 }
 
-/// The replica's video track and its encoder (made at the first frame,
-/// for that frame's size).
-struct VideoOut {
-    mid: Mid,
-    /// Width, height and bitrate it was made for, and when.
-    encoder: Option<(usize, usize, u32, Instant, openh264::encoder::Encoder)>,
-    frames: u64,
-    keyframe: bool,
-    /// The bitrate congestion control allows the video.
-    target_bps: u32,
-}
-
-/// The user's video track and its decoder.
-struct VideoIn {
-    mid: Mid,
-    decoder: openh264::decoder::Decoder,
-    last_handed: Option<Instant>,
-}
-
 pub struct Peer {
     rtc: Rtc,
     local: SocketAddr,
@@ -205,6 +115,8 @@ pub struct Peer {
     audio_out: Option<AudioOut>,
     video_in: Option<VideoIn>,
     video_out: Option<VideoOut>,
+    /// The call is recorded: [`Peer::send_video`] gives back H.264 for it.
+    recording: bool,
     /// When the first media went out: time zero of both media clocks.
     epoch: Option<Instant>,
     channel: Option<ChannelId>,
@@ -239,6 +151,7 @@ impl Peer {
                 .clear_codecs()
                 .enable_opus(true, false)
                 .enable_h264(true)
+                .enable_vp8(true)
                 .enable_bwe(Some(Bitrate::bps(u64::from(VIDEO_START_BPS))))
                 .build(now);
             rtc.bwe()
@@ -256,6 +169,7 @@ impl Peer {
             audio_out: None,
             video_in: None,
             video_out: None,
+            recording: false,
             epoch: None,
             channel: None,
             last_heard: None,
@@ -295,12 +209,10 @@ impl Peer {
             return Ok(());
         }
         if matches!(direction, Direction::RecvOnly | Direction::SendRecv) {
-            let decoder = openh264::decoder::Decoder::new().map_err(|e| PeerError::Video(e.to_string()))?;
-            self.video_in = Some(VideoIn { mid, decoder, last_handed: None });
+            self.video_in = Some(VideoIn::new(mid));
         }
         if matches!(direction, Direction::SendOnly | Direction::SendRecv) {
-            self.video_out =
-                Some(VideoOut { mid, encoder: None, frames: 0, keyframe: true, target_bps: VIDEO_START_BPS });
+            self.video_out = Some(VideoOut::new(mid));
         }
         Ok(())
     }
@@ -316,6 +228,13 @@ impl Peer {
     /// A datagram that arrived on the peer's socket from `source`.
     pub fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) {
         self.now = self.now.max(now);
+        // A loopback edge talks to loopback only: a connectivity check from
+        // another address (a browser's socket on a real interface probing
+        // our loopback candidate) gets no answer, as that answer would leave
+        // loopback.
+        if self.local.ip().is_loopback() && !source.ip().is_loopback() {
+            return;
+        }
         let Ok(contents) = contents.try_into() else { return }; // not STUN/DTLS/RTP: ignored
         let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination: self.local, contents });
         if !self.rtc.accepts(&input) {
@@ -413,10 +332,7 @@ impl Peer {
             }
             Event::MediaData(data) if self.video_in.as_ref().is_some_and(|v| v.mid == data.mid) => {
                 let video = self.video_in.as_mut()?;
-                if data.params.spec().codec != Codec::H264 {
-                    return None;
-                }
-                video.decode(data.network_time, &data.data)
+                video.decode(data.network_time, data.params.spec().codec, &data.data).map(PeerEvent::Video)
             }
             Event::MediaData(data) => {
                 let audio = self.audio_in.as_mut().filter(|a| a.mid == data.mid)?;
@@ -463,66 +379,49 @@ impl Peer {
         Ok(Some(at))
     }
 
-    /// Sends one frame of the replica's video (call at [`VIDEO_OUT_FPS`])
-    /// and gives back what was sent. Before the connection is up, or
-    /// without an outgoing video track, it does nothing (`None`); a frame
-    /// that is not even-sized I420 is an error.
+    /// Asks [`Peer::send_video`] for the video in H.264 for a recording
+    /// (`true`) or not.
+    pub fn record_video(&mut self, on: bool) {
+        self.recording = on;
+    }
+
+    /// Sends one frame of the replica's video (call at [`VIDEO_OUT_FPS`]);
+    /// when recording, gives back the frame in H.264 for the recording.
+    /// Before the connection is up, or without an outgoing video track, it
+    /// does nothing (`None`); a frame that is not even-sized I420 is an error.
     pub fn send_video(&mut self, now: Instant, frame: &VideoFrame) -> Result<Option<EncodedFrame>, PeerError> {
         let Some(out) = self.video_out.as_mut() else { return Ok(None) };
         if !frame.is_valid() {
-            return Err(PeerError::Video(format!("{frame:?} is not packed I420 of even size ≥ 16")));
+            return Err(VideoError::BadFrame(frame.clone()).into());
         }
         let Some(writer) = self.rtc.writer(out.mid) else { return Ok(None) };
-        let h264: Vec<_> = writer.payload_params().filter(|p| p.spec().codec == Codec::H264).collect();
-        // Constrained baseline, packetization mode 1 (what openh264 makes), if offered.
-        let chosen = h264
-            .iter()
-            .find(|p| {
-                p.spec().format.packetization_mode == Some(1) && p.spec().format.profile_level_id == Some(0x42e01f)
-            })
-            .or_else(|| h264.iter().find(|p| p.spec().format.packetization_mode == Some(1)))
-            .or(h264.first());
-        let Some(pt) = chosen.map(|p| p.pt()) else { return Ok(None) };
-        let size = (frame.width, frame.height);
-        // A new size, or a bitrate 30 % off the target (at most every 2 s:
-        // openh264 is remade, which starts with a keyframe).
-        let remake = match &out.encoder {
-            None => true,
-            Some((w, h, bps, made, _)) => {
-                let off = f64::from(out.target_bps) / f64::from(*bps);
-                (*w, *h) != size
-                    || (!(0.77..=1.3).contains(&off) && now.saturating_duration_since(*made) >= Duration::from_secs(2))
-            }
+        let params: Vec<_> = writer.payload_params().collect();
+        // H.264 constrained baseline, packetization mode 1 (what openh264
+        // makes), if offered; then any H.264 in mode 1; then VP8.
+        let h264 = |p: &&str0m::format::PayloadParams| {
+            p.spec().codec == Codec::H264 && p.spec().format.packetization_mode == Some(1)
         };
-        if remake {
-            let config = openh264::encoder::EncoderConfig::new()
-                .bitrate(openh264::encoder::BitRate::from_bps(out.target_bps))
-                .max_frame_rate(openh264::encoder::FrameRate::from_hz(VIDEO_OUT_FPS as f32))
-                .usage_type(openh264::encoder::UsageType::CameraVideoRealTime)
-                .profile(openh264::encoder::Profile::Baseline)
-                .num_threads(1);
-            let encoder = openh264::encoder::Encoder::with_api_config(openh264::OpenH264API::from_source(), config)
-                .map_err(|e| PeerError::Video(e.to_string()))?;
-            out.encoder = Some((frame.width, frame.height, out.target_bps, now, encoder));
-            out.keyframe = true;
-        }
-        let Some((_, _, _, _, encoder)) = out.encoder.as_mut() else { return Ok(None) };
-        if std::mem::take(&mut out.keyframe) {
-            encoder.force_intra_frame();
-        }
-        let yuv = openh264::formats::YUVBuffer::from_vec(frame.i420.clone(), frame.width, frame.height);
-        let encoded = encoder.encode(&yuv).map_err(|e| PeerError::Video(e.to_string()))?;
-        let keyframe = encoded.frame_type() == openh264::encoder::FrameType::IDR;
-        let bitstream = encoded.to_vec();
+        let chosen = params
+            .iter()
+            .find(|p| h264(p) && p.spec().format.profile_level_id == Some(0x42e01f))
+            .or_else(|| params.iter().find(|p| h264(p)))
+            .map(|p| (p.pt(), VideoCodec::H264))
+            .or_else(|| params.iter().find(|p| p.spec().codec == Codec::Vp8).map(|p| (p.pt(), VideoCodec::Vp8)));
+        let Some((pt, codec)) = chosen else { return Ok(None) };
+        let Encoded { wire, record } = out.encode(now, frame, codec, self.recording)?;
         let epoch = *self.epoch.get_or_insert(now);
         let at = now.saturating_duration_since(epoch);
         let rtp = MediaTime::new(at.as_micros() as u64 * 90 / 1_000, Frequency::NINETY_KHZ);
-        out.frames += 1;
-        if bitstream.is_empty() {
-            return Ok(None);
+        if let Some((bitstream, _)) = wire {
+            writer.write(pt, now, rtp, bitstream)?;
         }
-        writer.write(pt, now, rtp, bitstream.clone())?;
-        Ok(Some(EncodedFrame { at, width: frame.width, height: frame.height, annex_b: bitstream, keyframe }))
+        Ok(record.map(|(annex_b, keyframe)| EncodedFrame {
+            at,
+            width: frame.width,
+            height: frame.height,
+            annex_b,
+            keyframe,
+        }))
     }
 
     /// Where `now` falls on the media clock of what this peer sends (`None`
@@ -531,9 +430,14 @@ impl Peer {
         self.epoch.map(|epoch| now.saturating_duration_since(epoch))
     }
 
+    /// The codec the video goes out in (once the first frame went out).
+    pub fn video_codec(&self) -> Option<VideoCodec> {
+        self.video_out.as_ref()?.codec()
+    }
+
     /// The bitrate the video encoder runs at (after congestion control).
     pub fn video_bitrate(&self) -> Option<u32> {
-        self.video_out.as_ref()?.encoder.as_ref().map(|(_, _, bps, _, _)| *bps)
+        self.video_out.as_ref()?.bitrate()
     }
 
     /// Sends a text message on the data channel, if one is open.
@@ -569,40 +473,6 @@ fn reachable_only(offer: &str, local: std::net::IpAddr) -> String {
         }
     }
     out
-}
-
-impl VideoIn {
-    /// Decodes one H.264 access unit; hands on a frame when the last one
-    /// handed is older than 1 / [`VIDEO_IN_FPS`].
-    fn decode(&mut self, at: Instant, access_unit: &[u8]) -> Option<PeerEvent> {
-        let decoded = match self.decoder.decode(access_unit) {
-            Ok(Some(decoded)) => decoded,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::debug!("undecodable H.264: {e}");
-                return None;
-            }
-        };
-        let due =
-            self.last_handed.is_none_or(|last| at.saturating_duration_since(last).as_secs_f64() >= 1.0 / VIDEO_IN_FPS);
-        if !due {
-            return None;
-        }
-        self.last_handed = Some(at);
-        use openh264::formats::YUVSource as _;
-        let (width, height) = decoded.dimensions();
-        let (y_stride, u_stride, v_stride) = decoded.strides();
-        let mut i420 = Vec::with_capacity(width * height * 3 / 2);
-        for row in 0..height {
-            i420.extend_from_slice(&decoded.y()[row * y_stride..row * y_stride + width]);
-        }
-        for (plane, stride) in [(decoded.u(), u_stride), (decoded.v(), v_stride)] {
-            for row in 0..height / 2 {
-                i420.extend_from_slice(&plane[row * stride..row * stride + width / 2]);
-            }
-        }
-        Some(PeerEvent::Video(VideoFrame { width, height, i420 }))
-    }
 }
 
 impl AudioIn {

@@ -288,19 +288,19 @@ pub fn tone_wav(path: &std::path::Path, hz: f64, seconds: f64) {
     std::fs::write(path, b).unwrap();
 }
 
-/// Headless Chromium in its own process group; the group (renderer, GPU
+/// A headless browser in its own process group; the group (renderer, GPU
 /// and utility processes too) is killed when this is dropped, also when
 /// the test fails first.
-pub struct Chromium(std::process::Child);
+pub struct Browser(std::process::Child);
 
-impl Chromium {
+impl Browser {
     pub fn kill(&mut self) {
         let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0.id())]).status();
         let _ = self.0.wait();
     }
 }
 
-impl Drop for Chromium {
+impl Drop for Browser {
     fn drop(&mut self) {
         self.kill();
     }
@@ -314,7 +314,7 @@ pub fn chromium(
     dir: &std::path::Path,
     args: &[&str],
     tag: &'static str,
-) -> (Chromium, std::sync::mpsc::Receiver<serde_json::Value>) {
+) -> (Browser, std::sync::mpsc::Receiver<serde_json::Value>) {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt as _;
     let mut child = std::process::Command::new("chromium")
@@ -351,7 +351,100 @@ pub fn chromium(
             }
         }
     });
-    (Chromium(child), rx)
+    (Browser(child), rx)
+}
+
+/// Firefox's settings for a test: fake camera and microphone without
+/// asking, host candidates on loopback without mDNS names (Firefox gathers
+/// on every interface, loopback included, only for a page that may use the
+/// camera and microphone; otherwise on the default route's alone), autoplay, page
+/// console on stdout, and nothing reaching out: every HTTP(S) request but
+/// to 127.0.0.1 goes to a proxy at 127.0.0.1:9 (nothing listens), DNS over
+/// HTTPS, updates, telemetry, safe browsing, push and the plug-in download
+/// (Cisco's OpenH264) are off.
+const FIREFOX_PREFS: &[(&str, &str)] = &[
+    ("media.navigator.streams.fake", "true"),
+    ("media.navigator.permission.disabled", "true"),
+    ("permissions.default.camera", "1"),
+    ("permissions.default.microphone", "1"),
+    ("media.peerconnection.ice.loopback", "true"),
+    ("media.peerconnection.ice.obfuscate_host_addresses", "false"),
+    ("media.autoplay.default", "0"),
+    ("media.autoplay.blocking_policy", "0"),
+    ("devtools.console.stdout.content", "true"),
+    ("network.proxy.type", "1"),
+    ("network.proxy.http", "\"127.0.0.1\""),
+    ("network.proxy.http_port", "9"),
+    ("network.proxy.ssl", "\"127.0.0.1\""),
+    ("network.proxy.ssl_port", "9"),
+    ("network.proxy.no_proxies_on", "\"127.0.0.1\""),
+    ("network.proxy.allow_hijacking_localhost", "false"),
+    ("network.trr.mode", "5"),
+    ("network.dns.disablePrefetch", "true"),
+    ("network.prefetch-next", "false"),
+    ("network.http.speculative-parallel-limit", "0"),
+    ("network.captive-portal-service.enabled", "false"),
+    ("network.connectivity-service.enabled", "false"),
+    ("media.gmp-manager.url", "\"\""),
+    ("media.gmp-gmpopenh264.enabled", "false"),
+    ("app.update.disabledForTesting", "true"),
+    ("app.normandy.enabled", "false"),
+    ("toolkit.telemetry.enabled", "false"),
+    ("toolkit.telemetry.unified", "false"),
+    ("datareporting.policy.dataSubmissionEnabled", "false"),
+    ("datareporting.healthreport.uploadEnabled", "false"),
+    ("browser.safebrowsing.malware.enabled", "false"),
+    ("browser.safebrowsing.phishing.enabled", "false"),
+    ("browser.safebrowsing.downloads.enabled", "false"),
+    ("browser.shell.checkDefaultBrowser", "false"),
+    ("browser.startup.homepage_override.mstone", "\"ignore\""),
+    ("dom.push.connection.enabled", "false"),
+    ("extensions.update.enabled", "false"),
+    ("extensions.blocklist.enabled", "false"),
+    ("services.settings.server", "\"http://127.0.0.1:9/\""),
+];
+
+/// Starts headless Firefox (Debian `firefox-esr`) on `url` with a fresh
+/// profile in `dir` ([`FIREFOX_PREFS`]); the JSON that pages log to the
+/// console after `tag` comes out of the receiver.
+pub fn firefox(
+    dir: &std::path::Path,
+    url: &str,
+    tag: &'static str,
+) -> (Browser, std::sync::mpsc::Receiver<serde_json::Value>) {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt as _;
+    let profile = dir.join("firefox-profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    let prefs: String = FIREFOX_PREFS.iter().map(|(k, v)| format!("user_pref(\"{k}\", {v});\n")).collect();
+    std::fs::write(profile.join("user.js"), prefs).unwrap();
+    let mut child = std::process::Command::new("firefox-esr")
+        .args(["--headless", "--no-remote", "--profile"])
+        .arg(&profile)
+        .arg(url)
+        .env("MOZ_CRASHREPORTER_DISABLE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("firefox-esr (scripts/setup-system.sh installs it)");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(value) = firefox_console_json(&line, tag) {
+                let _ = tx.send(value);
+            }
+        }
+    });
+    (Browser(child), rx)
+}
+
+/// The JSON a page logged after `tag`, from Firefox's stdout: the message
+/// is printed as a JSON string, `console.log: "tag {...}"`.
+fn firefox_console_json(line: &str, tag: &str) -> Option<serde_json::Value> {
+    let message: String = serde_json::from_str(line.strip_prefix("console.log: ")?).ok()?;
+    serde_json::from_str(message.strip_prefix(tag)?.trim_start()).ok()
 }
 
 /// The JSON a page logged to the console after `tag` (Chromium's stderr
