@@ -121,6 +121,11 @@ pub struct ServeArgs {
     /// perception off on this host).
     #[arg(long, env = "TETE_PERCEPTION_FPS", default_value_t = 2.0)]
     pub perception_fps: f64,
+    /// Side of the replica's square video in pixels (a multiple of 8,
+    /// 64–1024): replicas are trained at it, and one saved at another size
+    /// is resampled when a call starts.
+    #[arg(long, env = "TETE_VIDEO_SIZE", default_value_t = 512, value_parser = video_size)]
+    pub video_size: u32,
     /// Key prefix of recordings in the bucket.
     #[arg(long, env = "TETE_RECORDINGS_PREFIX", default_value = "", requires = "recordings_bucket")]
     pub recordings_prefix: String,
@@ -315,12 +320,23 @@ async fn load_blocking<T: Send + 'static>(
     Ok(loaded)
 }
 
+/// `--video-size`: a multiple of 8 from 64 to 1024.
+fn video_size(text: &str) -> Result<u32, String> {
+    let size: u32 = text.parse().map_err(|e| format!("{text:?} is not a size in pixels: {e}"))?;
+    if (64..=1024).contains(&size) && size.is_multiple_of(8) {
+        Ok(size)
+    } else {
+        Err(format!("{size} is not a multiple of 8 from 64 to 1024"))
+    }
+}
+
 /// Loads the face models replica training uses (on the CPU: a replica is
 /// built once, and the device is left to the live stages).
 async fn load_training(
     manifest: &Manifest,
     store: &Store,
     home: &std::path::Path,
+    video_size: u32,
 ) -> anyhow::Result<crate::training::TrainingConfig> {
     let dir = |id: &str| -> anyhow::Result<std::path::PathBuf> { Ok(store.model_dir(&manifest.model(id)?.id)) };
     let (detector_path, mesh_path) = (dir("blazeface-short-range")?, dir("facemesh")?);
@@ -339,7 +355,7 @@ async fn load_training(
         replicas_dir: home.join("replicas"),
         stock_portrait,
         max_download_bytes: 512 << 20,
-        replica: Default::default(),
+        replica: tete_engine::face::ReplicaConfig { size: video_size, ..Default::default() },
     })
 }
 
@@ -449,9 +465,9 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let chat = load_llm(&manifest, &store, &args.llm_model, &devices.candle).await?;
     // The voice runs on the CPU, where engine/tests/tts.rs tests it.
     let voice = load_voice(&manifest, &store, &args.tts_model, &candle_core::Device::Cpu).await?;
-    let training = load_training(&manifest, &store, &home(global)).await?;
+    let training = load_training(&manifest, &store, &home(global), args.video_size).await?;
     let perception = load_perception(&manifest, &store, &training.faces, args.perception_fps).await?;
-    let media = crate::edge::replica_media(training.replicas_dir.clone());
+    let media = crate::edge::replica_media(training.replicas_dir.clone(), args.video_size);
     let db = database(global).await?;
     let listener = tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;

@@ -30,6 +30,16 @@ fn bad_device_names_are_rejected() {
 }
 
 #[test]
+fn bad_video_sizes_are_rejected() {
+    let home = tempfile::tempdir().unwrap();
+    for size in ["100", "32", "2048", "big"] {
+        let (ok, out) = tete(home.path(), &["serve", "--video-size", size]);
+        assert!(!ok, "--video-size {size} was taken");
+        assert!(out.contains("--video-size") && out.contains(size), "{size}: {out}");
+    }
+}
+
+#[test]
 fn models_list_shows_every_model_and_serve_refuses_without_them() {
     let home = tempfile::tempdir().unwrap();
     let (ok, out) = tete(home.path(), &["models", "list"]);

@@ -117,7 +117,8 @@ async fn photos_train_into_replicas_or_fail_with_their_reason() {
 
 /// Until the conversation loop drives it, a call shows its replica alive:
 /// frames rendered from the trained replica, changing over time; a
-/// conversation whose replica is not trained shows a grey frame.
+/// conversation whose replica is not trained shows a grey frame. A host
+/// whose video size differs from the replica's shows it at its own size.
 #[test]
 fn a_call_shows_its_trained_replica_alive() {
     use tete_server::edge::{Joining, replica_media};
@@ -127,7 +128,7 @@ fn a_call_shows_its_trained_replica_alive() {
     let replica = Replica::from_photo(&config.faces.detector, &config.faces.mesher, &photo, &config.replica).unwrap();
     replica.save(&config.replica_dir("rastro")).unwrap();
 
-    let factory = replica_media(replicas.path().to_path_buf());
+    let factory = replica_media(replicas.path().to_path_buf(), 512);
     let mut media = factory(Joining { conversation: "c1", replica: Some("rastro") });
     let frame_at = |media: &mut Box<dyn tete_server::edge::SessionMedia>, wait: Duration| {
         std::thread::sleep(wait);
@@ -147,4 +148,29 @@ fn a_call_shows_its_trained_replica_alive() {
         let frame = grey.next_video().expect("a frame");
         assert!(frame.i420[..512 * 512].iter().all(|&y| y == frame.i420[0]), "{replica:?}: a flat frame");
     }
+
+    let smaller = replica_media(replicas.path().to_path_buf(), 256);
+    let mut media = smaller(Joining { conversation: "c3", replica: Some("rastro") });
+    let frame = frame_at(&mut media, Duration::from_millis(500));
+    assert_eq!((frame.width, frame.height, frame.i420.len()), (256, 256, 256 * 256 * 3 / 2));
+    // The same picture at half the size: the mean luma of each quarter agrees.
+    let quarter_means = |frame: &tete_server::edge::peer::VideoFrame| -> Vec<f64> {
+        let side = frame.width;
+        (0..4)
+            .map(|q| {
+                let (x0, y0) = ((q % 2) * side / 2, (q / 2) * side / 2);
+                let sum: f64 = (y0..y0 + side / 2)
+                    .flat_map(|y| (x0..x0 + side / 2).map(move |x| (x, y)))
+                    .map(|(x, y)| f64::from(frame.i420[y * side + x]))
+                    .sum();
+                sum / (side * side / 4) as f64
+            })
+            .collect()
+    };
+    let (big, small) = (quarter_means(&first), quarter_means(&frame));
+    for (b, s) in big.iter().zip(&small) {
+        assert!((b - s).abs() < 12.0, "quarter luma means {big:.0?} at 512 against {small:.0?} at 256");
+    }
+    let mut grey = smaller(Joining { conversation: "c4", replica: None });
+    assert_eq!(grey.next_video().unwrap().width, 256);
 }

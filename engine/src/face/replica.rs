@@ -191,6 +191,31 @@ impl Replica {
         self.mouths = mouths;
     }
 
+    /// The replica at another output size: the portrait and every idle
+    /// frame resampled (Catmull-Rom), the landmarks scaled with them. The
+    /// learned mouths are in face heights and stay as they are.
+    pub fn resized(&self, size: u32) -> Result<Self, ReplicaError> {
+        if size == 0 || !size.is_multiple_of(8) {
+            return Err(ReplicaError::BadSize(size));
+        }
+        if size == self.size {
+            return Ok(self.clone());
+        }
+        let bytes: Vec<u8> = self.portrait.iter().flat_map(|p| p.to_le_bytes()).collect();
+        let image = image::RgbaImage::from_raw(self.size, self.size, bytes)
+            .ok_or_else(|| ReplicaError::Image(format!("the portrait is not {0}×{0} pixels", self.size)))?;
+        let scaled = imageops::resize(&image, size, size, FilterType::CatmullRom);
+        let portrait = scaled.pixels().map(|p| u32::from_le_bytes([p[0], p[1], p[2], 255])).collect();
+        let scale = size as f32 / self.size as f32;
+        Ok(Self {
+            size,
+            portrait,
+            landmarks: self.landmarks.iter().map(|&[x, y]| [x * scale, y * scale]).collect(),
+            idle: self.idle.iter().map(|frame| frame.resized(size)).collect::<Result<_, _>>()?,
+            mouths: self.mouths.clone(),
+        })
+    }
+
     /// The portrait as an image (for saving and inspection).
     pub fn portrait_image(&self) -> RgbImage {
         let bytes: Vec<u8> = self.portrait.iter().flat_map(|p| p.to_le_bytes()[..3].to_vec()).collect();
@@ -272,4 +297,32 @@ pub fn decode_photo(bytes: &[u8]) -> Result<RgbImage, ReplicaError> {
         return Err(ReplicaError::Image("the image is empty".into()));
     }
     Ok(image.to_rgb8())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resized_replica_keeps_its_picture_and_landmarks_in_place() {
+        // Left half dark, right half bright, a landmark on the boundary.
+        let still = |shift: u32| Replica {
+            size: 64,
+            portrait: (0..64 * 64)
+                .map(|i| if (i % 64 + shift) < 32 { u32::from_le_bytes([20, 20, 20, 255]) } else { u32::MAX })
+                .collect(),
+            landmarks: (0..LANDMARKS).map(|i| [32.0, i as f32 / 8.0]).collect(),
+            idle: Vec::new(),
+            mouths: LearnedMouths::default(),
+        };
+        let replica = Replica { idle: vec![still(0), still(4)], ..still(0) };
+        let big = replica.resized(128).unwrap();
+        assert_eq!((big.size, big.portrait.len(), big.idle.len()), (128, 128 * 128, 2));
+        assert_eq!(big.landmarks[8], [64.0, 2.0]);
+        assert!(big.idle.iter().all(|f| f.size == 128 && f.landmarks[8] == [64.0, 2.0]));
+        let luma = |p: u32| p.to_le_bytes()[0];
+        assert_eq!((luma(big.portrait[10]), luma(big.portrait[120])), (20, 255));
+        assert!(matches!(replica.resized(100), Err(ReplicaError::BadSize(100))));
+        assert_eq!(replica.resized(64).unwrap().portrait, replica.portrait);
+    }
 }

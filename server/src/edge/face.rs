@@ -21,10 +21,11 @@ pub struct ReplicaMedia {
 }
 
 impl ReplicaMedia {
-    /// Loads the replica saved in `dir` and starts rendering it; the
+    /// Loads the replica saved in `dir`, at `size` × `size` (resampled
+    /// when it was saved at another size), and starts rendering it; the
     /// thread ends when this is dropped.
-    pub fn start(dir: &Path, seed: u64) -> Result<Self, tete_engine::face::ReplicaError> {
-        let replica = Replica::load(dir)?;
+    pub fn start(dir: &Path, seed: u64, size: u32) -> Result<Self, tete_engine::face::ReplicaError> {
+        let replica = Replica::load(dir)?.resized(size)?;
         let (tx, rx) = sync_channel(2);
         std::thread::Builder::new().name("replica-face".into()).spawn(move || render(replica, seed, tx)).map_err(
             |e| tete_engine::face::ReplicaError::Files {

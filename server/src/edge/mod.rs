@@ -101,16 +101,17 @@ pub type MediaFactory = Arc<dyn Fn(Joining<'_>) -> Box<dyn SessionMedia> + Send 
 
 /// The host's media until the conversation loop drives it: the
 /// conversation's replica, if trained and saved under `replicas_dir`,
-/// rendered live with silence; otherwise a grey frame.
-pub fn replica_media(replicas_dir: std::path::PathBuf) -> MediaFactory {
+/// rendered live at `size` × `size` with silence; otherwise a grey frame.
+pub fn replica_media(replicas_dir: std::path::PathBuf, size: u32) -> MediaFactory {
     Arc::new(move |joining: Joining<'_>| {
-        let Some(replica) = joining.replica else { return Box::new(Silent) as Box<dyn SessionMedia> };
+        let silent = Silent { size: size as usize };
+        let Some(replica) = joining.replica else { return Box::new(silent) as Box<dyn SessionMedia> };
         let seed = joining.conversation.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-        match face::ReplicaMedia::start(&replicas_dir.join(replica), seed) {
+        match face::ReplicaMedia::start(&replicas_dir.join(replica), seed, size) {
             Ok(media) => Box::new(media),
             Err(e) => {
                 tracing::info!(conversation = joining.conversation, "replica {replica} cannot be shown yet: {e}");
-                Box::new(Silent)
+                Box::new(silent)
             }
         }
     })
@@ -118,14 +119,16 @@ pub fn replica_media(replicas_dir: std::path::PathBuf) -> MediaFactory {
 
 /// Silence and a grey frame out, nothing kept: the host's media until the
 /// replica pipeline speaks and renders.
-struct Silent;
+struct Silent {
+    size: usize,
+}
 
 impl SessionMedia for Silent {
     fn next_audio(&mut self) -> Option<Vec<f32>> {
         None
     }
     fn next_video(&mut self) -> Option<VideoFrame> {
-        Some(VideoFrame::solid(512, 512, (96, 128, 128)))
+        Some(VideoFrame::solid(self.size, self.size, (96, 128, 128)))
     }
     fn heard(&mut self, _: &[f32]) {}
     fn seen(&mut self, _: &VideoFrame) {}
@@ -155,7 +158,8 @@ impl std::fmt::Debug for Edge {
 
 impl Edge {
     pub fn new(config: EdgeConfig, media: Option<MediaFactory>) -> Arc<Self> {
-        let media = media.unwrap_or_else(|| Arc::new(|_: Joining<'_>| Box::new(Silent) as Box<dyn SessionMedia>));
+        let media =
+            media.unwrap_or_else(|| Arc::new(|_: Joining<'_>| Box::new(Silent { size: 512 }) as Box<dyn SessionMedia>));
         Arc::new(Self {
             config,
             media,
