@@ -3,7 +3,8 @@
 //! LLM uses, against tete's own endpoint served on 127.0.0.1 and against
 //! small local servers that fail in each way a remote LLM can: 500, a hang,
 //! malformed SSE, a stream cut short, a closed port. Tool calls streamed in
-//! fragments are assembled.
+//! fragments are assembled, and a call made by the resident model goes
+//! round trip through that client.
 
 mod common;
 
@@ -169,9 +170,14 @@ async fn bad_requests_get_openai_errors() {
             "invalid_value",
         ),
         (
-            json!({"model": MODEL_ID, "messages": question(), "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            json!({"model": MODEL_ID, "messages": question(), "tools": [{"type": "function", "function": {"name": "a b"}}]}),
             StatusCode::BAD_REQUEST,
-            "unsupported_value",
+            "invalid_value",
+        ),
+        (
+            json!({"model": MODEL_ID, "messages": question(), "tools": [weather_tool()], "tool_choice": {"type": "function", "function": {"name": "nope"}}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_value",
         ),
         (json!({"model": MODEL_ID, "messages": question(), "max_tokens": 0}), StatusCode::BAD_REQUEST, "invalid_value"),
         (
@@ -324,6 +330,94 @@ async fn streamed_tool_calls_are_assembled() {
     let args: Value = serde_json::from_str(&calls[0].function.arguments).unwrap();
     assert_eq!(args, json!({"city": "Oslo"}));
     assert_eq!((calls[1].id.as_str(), calls[1].function.name.as_str()), ("call_b", "get_time"));
+}
+
+fn weather_tool() -> Value {
+    json!({"type": "function", "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"],
+        },
+    }})
+}
+
+/// A function call round trip through tete's own endpoint with the client
+/// a persona with its own LLM uses: the resident model calls the tool
+/// (streamed `tool_calls`, arguments valid for its schema), the client
+/// sends the call and its result back, and the model answers in text. The
+/// non-streamed answer carries the call in OpenAI's shape.
+#[tokio::test]
+async fn tool_calls_round_trip_through_the_resident_model() {
+    let f = fixture().await;
+    let base = serve(f.app.router.clone()).await;
+    let long = Timeouts { first_event: Duration::from_secs(60), idle: Duration::from_secs(60), ..Timeouts::default() };
+    let client = |extra: Value| {
+        let extra = extra.as_object().unwrap().clone().into_iter().collect();
+        ChatClient::new(ChatEndpoint { timeouts: long, extra_body: extra, ..endpoint(&base) }).unwrap()
+    };
+    let mut messages = vec![
+        Message::new("system", "You are a helpful assistant."),
+        Message::new("user", "What is the weather in Oslo right now?"),
+    ];
+    let calling = client(json!({"tool_choice": "required", "max_tokens": 64}));
+    let mut stream = calling.stream(messages.clone(), Some(vec![weather_tool()])).await.unwrap();
+    let mut events = Vec::new();
+    while let Some(event) = stream.next().await {
+        events.push(event.unwrap());
+    }
+    let [ChatEvent::ToolCalls(calls), ChatEvent::Finish(reason)] = events.as_slice() else { panic!("{events:?}") };
+    assert_eq!(reason, "tool_calls");
+    assert_eq!(calls[0].function.name, "get_weather");
+    let args: Value = serde_json::from_str(&calls[0].function.arguments).unwrap();
+    println!("the resident model called get_weather({args})");
+    assert!(args["city"].is_string(), "{args}");
+    assert!(["celsius", "fahrenheit"].contains(&args["unit"].as_str().unwrap_or("")), "{args}");
+    assert_eq!(args.as_object().unwrap().len(), 2, "no other arguments: {args}");
+
+    let mut answer = Message::new("assistant", "");
+    answer.content = None;
+    answer.tool_calls = calls.clone();
+    messages.push(answer);
+    let mut result = Message::new("tool", r#"{"temperature": 7, "sky": "light rain"}"#);
+    result.tool_call_id = Some(calls[0].id.clone());
+    messages.push(result);
+    // The answer is asked for in text (`tool_choice: none`): the 135M model
+    // left to choose tends to call again.
+    let answering = client(json!({"max_tokens": 32, "tool_choice": "none"}));
+    let mut stream = answering.stream(messages, Some(vec![weather_tool()])).await.unwrap();
+    let (mut text, mut finish) = (String::new(), None);
+    while let Some(event) = stream.next().await {
+        match event.unwrap() {
+            ChatEvent::Text(t) => text.push_str(&t),
+            ChatEvent::Finish(reason) => finish = Some(reason),
+            ChatEvent::ToolCalls(calls) => println!("called again: {calls:?}"),
+        }
+    }
+    println!("then answered: {text:?} ({finish:?})");
+    assert!(matches!(finish.as_deref(), Some("stop" | "length")), "{finish:?}");
+    assert!(!text.trim().is_empty(), "no answer after the tool's result");
+
+    let named = json!({
+        "model": MODEL_ID,
+        "messages": [{"role": "user", "content": "Weather in Rome?"}],
+        "tools": [weather_tool()],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "max_tokens": 64,
+    });
+    let (status, body) = post_json(&f.app, named).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{body}");
+    assert_eq!(choice["message"]["content"], Value::Null);
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!((call["type"].as_str(), call["function"]["name"].as_str()), (Some("function"), Some("get_weather")));
+    assert!(call["id"].as_str().is_some_and(|id| id.starts_with("call_")), "{call}");
+    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].is_string(), "{args}");
 }
 
 #[tokio::test]

@@ -2,10 +2,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use candle_core::{DType, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling as CandleSampling};
 
 use super::LlmError;
 use super::model::{LlmModel, LlmSession};
+use super::tools::CallConstraint;
 
 /// How the next token is picked.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -139,24 +141,100 @@ impl Generator {
     /// Samples the next token from the session's logits and feeds it: one
     /// forward of one token. `cancel` is read first; once set, nothing more runs.
     pub fn step(&mut self, model: &LlmModel, session: &mut LlmSession, cancel: &AtomicBool) -> Result<Step, LlmError> {
-        if let Some(reason) = self.done {
-            return Ok(Step::Done(reason));
-        }
-        if cancel.load(Ordering::Acquire) {
-            return Ok(self.finish(FinishReason::Cancelled));
-        }
-        if self.produced.len() >= self.max_tokens {
-            return Ok(self.finish(FinishReason::Length));
+        if let Some(done) = self.before_step(cancel) {
+            return Ok(done);
         }
         let logits = session.logits().ok_or(LlmError::NoLogits)?;
         let id = self.processor.sample(logits)?;
         if model.stop_tokens().contains(&id) {
             return Ok(self.finish(FinishReason::Stop));
         }
+        self.feed(model, session, id)
+    }
+
+    /// Like [`Generator::step`], but draws only a token `constraint`
+    /// allows, and is done (`Stop`) once the constraint is complete.
+    pub fn step_constrained(
+        &mut self,
+        model: &LlmModel,
+        session: &mut LlmSession,
+        cancel: &AtomicBool,
+        constraint: &mut CallConstraint,
+    ) -> Result<Step, LlmError> {
+        if let Some(done) = self.before_step(cancel) {
+            return Ok(done);
+        }
+        if constraint.is_complete() {
+            return Ok(self.finish(FinishReason::Stop));
+        }
+        let constrained = |e: super::tools::ToolError| LlmError::Constraint(e.to_string());
+        let mask = constraint.mask().map_err(constrained)?;
+        let logits = session.logits().ok_or(LlmError::NoLogits)?;
+        let mut values = logits.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        for (id, value) in values.iter_mut().enumerate() {
+            if id >= mask.len() || !mask.is_allowed(id as u32) {
+                *value = f32::NEG_INFINITY;
+            }
+        }
+        let n = values.len();
+        let id = self.processor.sample(&Tensor::from_vec(values, n, logits.device())?)?;
+        if id as usize >= mask.len() || !mask.is_allowed(id) {
+            return Err(LlmError::Constraint("the grammar allows no token here".into()));
+        }
+        constraint.consume(id).map_err(constrained)?;
+        self.feed(model, session, id)
+    }
+
+    /// Done already, cancelled, or at the length limit: the step to return.
+    fn before_step(&mut self, cancel: &AtomicBool) -> Option<Step> {
+        if let Some(reason) = self.done {
+            return Some(Step::Done(reason));
+        }
+        if cancel.load(Ordering::Acquire) {
+            return Some(self.finish(FinishReason::Cancelled));
+        }
+        if self.produced.len() >= self.max_tokens {
+            return Some(self.finish(FinishReason::Length));
+        }
+        None
+    }
+
+    /// Takes `id` as generated: its text, and one forward.
+    fn feed(&mut self, model: &LlmModel, session: &mut LlmSession, id: u32) -> Result<Step, LlmError> {
         self.produced.push(id);
         let text = self.utf8.push(model.tokenizer().token_bytes(id));
         session.step(id)?;
         Ok(Step::Token { id, text })
+    }
+
+    /// Steps until done, handing each text delta to `on_text` (the bytes
+    /// held back for an unfinished character at the end); gives the reason
+    /// and the whole text.
+    pub fn run(
+        &mut self,
+        model: &LlmModel,
+        session: &mut LlmSession,
+        cancel: &AtomicBool,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<(FinishReason, String), LlmError> {
+        let mut text = String::new();
+        let reason = loop {
+            match self.step(model, session, cancel)? {
+                Step::Token { text: delta, .. } => {
+                    if !delta.is_empty() {
+                        on_text(&delta);
+                        text.push_str(&delta);
+                    }
+                }
+                Step::Done(reason) => break reason,
+            }
+        };
+        let rest = self.flush();
+        if !rest.is_empty() {
+            on_text(&rest);
+            text.push_str(&rest);
+        }
+        Ok((reason, text))
     }
 
     fn finish(&mut self, reason: FinishReason) -> Step {
@@ -177,26 +255,10 @@ pub fn generate(
     session: &mut LlmSession,
     config: &GenerateConfig,
     cancel: &AtomicBool,
-    mut on_text: impl FnMut(&str),
+    on_text: impl FnMut(&str),
 ) -> Result<Finish, LlmError> {
     let mut generator = Generator::new(config);
-    let mut text = String::new();
-    let reason = loop {
-        match generator.step(model, session, cancel)? {
-            Step::Token { text: delta, .. } => {
-                if !delta.is_empty() {
-                    on_text(&delta);
-                    text.push_str(&delta);
-                }
-            }
-            Step::Done(reason) => break reason,
-        }
-    };
-    let rest = generator.flush();
-    if !rest.is_empty() {
-        on_text(&rest);
-        text.push_str(&rest);
-    }
+    let (reason, text) = generator.run(model, session, cancel, on_text)?;
     Ok(Finish { reason, tokens: generator.produced, text })
 }
 

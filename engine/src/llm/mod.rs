@@ -16,6 +16,8 @@
 //! Generation ([`generate`]) streams text deltas (split UTF-8 held back),
 //! stops at EOS / `<|im_end|>`, and checks a cancellation flag before every
 //! decode step. [`PhraseChunker`] turns those deltas into TTS fragments.
+//! Function calls ([`tools`]) are generated under a grammar, so a call is
+//! always valid JSON for its tool.
 
 pub mod chat;
 pub mod chunker;
@@ -25,6 +27,7 @@ pub mod gguf;
 pub mod model;
 pub mod native;
 pub mod openai;
+pub mod tools;
 
 pub use chunker::PhraseChunker;
 pub use generate::{Finish, FinishReason, GenerateConfig, Generator, Sampling, Step, Utf8Stream};
@@ -54,6 +57,8 @@ pub enum LlmError {
     BadToken { id: u32, vocab: usize },
     #[error("nothing to decode: prefill a prompt first")]
     NoLogits,
+    #[error("constrained decoding: {0}")]
+    Constraint(String),
     #[error("model math: {0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -11,6 +11,7 @@ use candle_transformers::models::{quantized_llama, quantized_qwen2};
 use super::LlmError;
 use super::gguf::{self, ChatTemplate, LlmTokenizer};
 use super::native::{Cache, Sequence, Transformer};
+use super::tools::CallGrammar;
 
 /// The architectures this loader knows (`general.architecture`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +84,8 @@ pub struct LlmModel {
     template: ChatTemplate,
     stops: Vec<u32>,
     max_seq_len: usize,
+    /// The grammar machinery for tool calls, built at the first call.
+    call_grammar: std::sync::OnceLock<Result<CallGrammar, String>>,
 }
 
 impl LlmModel {
@@ -153,6 +156,7 @@ impl LlmModel {
             template,
             stops,
             max_seq_len,
+            call_grammar: std::sync::OnceLock::new(),
         })
     }
 
@@ -180,6 +184,15 @@ impl LlmModel {
     /// Token ids that end an answer (EOS, `<|im_end|>`, `<|endoftext|>` when present).
     pub fn stop_tokens(&self) -> &[u32] {
         &self.stops
+    }
+
+    /// Constrained decoding over this model's vocabulary, for tool calls
+    /// (built once, at the first use).
+    pub fn call_grammar(&self) -> Result<&CallGrammar, LlmError> {
+        self.call_grammar
+            .get_or_init(|| CallGrammar::new(&self.tokenizer).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| LlmError::Constraint(e.clone()))
     }
 
     /// Most positions a session can hold.

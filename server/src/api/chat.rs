@@ -1,6 +1,8 @@
 //! `POST /v1/chat/completions`: OpenAI's chat endpoint on the resident LLM,
 //! streamed (SSE `chat.completion.chunk` events ending in `data: [DONE]`)
-//! or whole (`chat.completion`). Generation runs on a blocking thread; a
+//! or whole (`chat.completion`), with function calling (`tools`,
+//! `tool_choice`; a call comes back as `tool_calls`, its arguments valid
+//! JSON for the tool's schema). Generation runs on a blocking thread; a
 //! client that goes away stops it within one decode step. A bounded number
 //! run at once and a bounded number wait; past that the answer is 429.
 
@@ -20,8 +22,9 @@ use axum::routing::post;
 use futures_util::StreamExt;
 use serde_json::json;
 use tete_engine::llm::LlmModel;
-use tete_engine::llm::chat::{Completion, CompletionError, CompletionOptions, complete};
-use tete_engine::llm::openai::{ChatChunk, ChatRequest, ChunkChoice, Delta};
+use tete_engine::llm::chat::{Completion, CompletionError, CompletionOptions, ToolSet, complete};
+use tete_engine::llm::openai::{ChatChunk, ChatRequest, ChunkChoice, Delta, FunctionDelta, ToolCallDelta};
+use tete_engine::llm::tools::Call;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::Api;
@@ -82,19 +85,12 @@ fn unix_now() -> u64 {
 }
 
 /// What a request may do, checked before any work.
-fn check(chat: &ChatModel, request: &ChatRequest) -> Result<CompletionOptions, OpenAiError> {
+fn check(chat: &ChatModel, request: &ChatRequest) -> Result<(CompletionOptions, ToolSet), OpenAiError> {
     if !request.model.is_empty() && request.model != chat.id {
         return Err(OpenAiError::not_found(
             Some("model"),
             "model_not_found",
             format!("model {:?} is not served here; the resident model is {:?}", request.model, chat.id),
-        ));
-    }
-    if request.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(OpenAiError::invalid(
-            Some("tools"),
-            "unsupported_value",
-            "the resident model does not call tools; use a persona with its own LLM (layers.llm.base_url)",
         ));
     }
     if let Some(n) = request.extra.get("n").and_then(|n| n.as_u64()).filter(|&n| n != 1) {
@@ -107,7 +103,13 @@ fn check(chat: &ChatModel, request: &ChatRequest) -> Result<CompletionOptions, O
         seed: request.seed,
     };
     tete_engine::llm::chat::template_messages(&request.messages)?;
-    Ok(options)
+    let tools = ToolSet::parse(request.tools.as_deref(), request.tool_choice.as_ref())?;
+    Ok((options, tools))
+}
+
+/// A call's id, as OpenAI shapes it.
+fn call_id() -> String {
+    format!("call_{:016x}", rand::random::<u64>())
 }
 
 async fn completions(
@@ -119,14 +121,14 @@ async fn completions(
     let chat = api.config.chat.clone().ok_or_else(|| {
         OpenAiError::server(StatusCode::SERVICE_UNAVAILABLE, "model_unavailable", "no resident LLM is loaded")
     })?;
-    let options = check(&chat, &request)?;
+    let (options, tools) = check(&chat, &request)?;
     let admitted =
         chat.admitted.clone().try_acquire_owned().map_err(|_| {
             OpenAiError::rate_limited("too many chat completions are running or waiting; retry shortly")
         })?;
     let id = format!("chatcmpl-{:016x}", rand::random::<u64>());
     let created = unix_now();
-    let job = Job { stream: request.stream == Some(true), chat, request, options, admitted, id, created };
+    let job = Job { stream: request.stream == Some(true), chat, request, options, tools, admitted, id, created };
     if job.stream { Ok(stream(job).into_response()) } else { whole(job).await }
 }
 
@@ -135,6 +137,7 @@ struct Job {
     chat: ChatModel,
     request: ChatRequest,
     options: CompletionOptions,
+    tools: ToolSet,
     admitted: OwnedSemaphorePermit,
     stream: bool,
     id: String,
@@ -142,7 +145,7 @@ struct Job {
 }
 
 async fn whole(job: Job) -> Result<Response, OpenAiError> {
-    let Job { chat, request, options, admitted, id, created, .. } = job;
+    let Job { chat, request, options, tools, admitted, id, created, .. } = job;
     let running = chat.running.clone().acquire_owned().await.map_err(|_| closed())?;
     let model = chat.model.clone();
     // Dropped with the request (client gone): the flag stops generation.
@@ -150,11 +153,19 @@ async fn whole(job: Job) -> Result<Response, OpenAiError> {
     let _guard = CancelOnDrop(cancel.clone());
     let completion = tokio::task::spawn_blocking(move || {
         let _permits = (admitted, running);
-        complete(&model, &request.messages, &options, &cancel, |_| {})
+        complete(&model, &request.messages, &options, &tools, &cancel, |_| {})
     })
     .await
     .map_err(|_| closed())??;
-    let Completion { text, finish_reason, prompt_tokens, completion_tokens } = completion;
+    let Completion { text, call, finish_reason, prompt_tokens, completion_tokens } = completion;
+    let message = match call {
+        Some(Call { name, arguments }) => json!({
+            "role": "assistant",
+            "content": null,
+            "tool_calls": [{"id": call_id(), "type": "function", "function": {"name": name, "arguments": arguments}}],
+        }),
+        None => json!({"role": "assistant", "content": text}),
+    };
     Ok(axum::Json(json!({
         "id": id,
         "object": "chat.completion",
@@ -162,7 +173,7 @@ async fn whole(job: Job) -> Result<Response, OpenAiError> {
         "model": chat.id,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": text},
+            "message": message,
             "finish_reason": finish_reason,
         }],
         "usage": {
@@ -193,7 +204,7 @@ enum Piece {
 }
 
 fn stream(job: Job) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
-    let Job { chat, request, options, admitted, id, created, .. } = job;
+    let Job { chat, request, options, tools, admitted, id, created, .. } = job;
     let include_usage = request.extra.get("stream_options").and_then(|o| o.get("include_usage")) == Some(&json!(true));
     let (tx, rx) = mpsc::channel::<Piece>(64);
     let model = chat.model.clone();
@@ -209,7 +220,7 @@ fn stream(job: Job) -> Sse<impl futures_util::Stream<Item = Result<Event, Infall
                     cancel.store(true, Ordering::Relaxed);
                 }
             };
-            let result = complete(&model, &request.messages, &options, &cancel, on_text);
+            let result = complete(&model, &request.messages, &options, &tools, &cancel, on_text);
             let _ = tx.blocking_send(Piece::Done(result));
         });
         if let Err(e) = task.await {
@@ -229,7 +240,18 @@ fn stream(job: Job) -> Sse<impl futures_util::Stream<Item = Result<Event, Infall
         let events: Vec<Event> = match piece {
             Piece::Text(text) => vec![json_event(&chunk(Delta { content: Some(text), ..Delta::default() }, None))],
             Piece::Done(Ok(done)) => {
-                let mut events = vec![json_event(&chunk(Delta::default(), Some(done.finish_reason)))];
+                let mut events = Vec::new();
+                if let Some(Call { name, arguments }) = &done.call {
+                    // The whole call in one fragment: id, type and name, and the arguments.
+                    let fragment = ToolCallDelta {
+                        index: 0,
+                        id: Some(call_id()),
+                        kind: Some("function".into()),
+                        function: Some(FunctionDelta { name: Some(name.clone()), arguments: Some(arguments.clone()) }),
+                    };
+                    events.push(json_event(&chunk(Delta { tool_calls: vec![fragment], ..Delta::default() }, None)));
+                }
+                events.push(json_event(&chunk(Delta::default(), Some(done.finish_reason))));
                 if include_usage {
                     let mut usage = serde_json::to_value(chunk(Delta::default(), None)).unwrap_or_default();
                     usage["choices"] = json!([]);
