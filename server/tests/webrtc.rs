@@ -369,3 +369,51 @@ async fn firefox_joins_from_the_meeting_page() {
     assert!(w >= 16 && h >= 16);
     assert_eq!(recorded.presence, [true, false]);
 }
+
+/// The meeting page embedded in an iframe of another origin (a page on
+/// another 127.0.0.1 port that grants it camera, microphone and autoplay):
+/// headless Chromium joins from inside the frame and decodes the replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_meeting_page_works_inside_an_iframe() {
+    let f = fixture().await;
+    let (id, _) = f.conversation(false).await;
+    let embedding = format!(
+        "<!doctype html><title>an embedding site</title>\
+         <iframe src=\"{}/c/{id}?raw_audio=1\" allow=\"camera; microphone; autoplay\" width=640 height=480></iframe>",
+        f.base
+    );
+    let site =
+        axum::Router::new().route("/", axum::routing::get(move || async move { axum::response::Html(embedding) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let site_url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, site).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("mic.wav");
+    common::tone_wav(&wav, 300.0, 10.0);
+    let (mut chromium, rx) = common::chromium(
+        dir.path(),
+        &[
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            &format!("--use-file-for-fake-audio-capture={}", wav.display()),
+            &site_url,
+        ],
+        "tete-stats",
+    );
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        if let Ok(stats) = rx.recv_timeout(Duration::from_millis(500)) {
+            last = stats;
+            if last["framesDecoded"].as_u64().unwrap_or(0) >= 25 {
+                break;
+            }
+        }
+    }
+    chromium.kill();
+    println!("framed page: {last}");
+    assert_eq!(last["state"], "connected", "{last}");
+    assert!(last["framesDecoded"].as_u64().unwrap_or(0) >= 25, "{last}");
+    assert!(f.recorded.lock().unwrap().heard.len() > 8_000, "the framed page's microphone reached the server");
+}
