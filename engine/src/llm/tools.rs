@@ -236,7 +236,11 @@ impl CallGrammar {
 
     /// A fresh constraint for one call to one of `tools`.
     pub fn call(&self, tools: &[Tool]) -> Result<CallConstraint, ToolError> {
-        let grammar = TopLevelGrammar::from_json_schema(call_schema(tools));
+        // Compact JSON (one space after `,` and `:`, no other whitespace):
+        // no tokens spent on layout, and the form models write calls in.
+        let mut schema = call_schema(tools);
+        schema["x-guidance"] = json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "});
+        let grammar = TopLevelGrammar::from_json_schema(schema);
         let parser = self.factory.create_parser(grammar).map_err(|e| ToolError::Grammar(e.to_string()))?;
         Ok(CallConstraint { matcher: Matcher::new(Ok(parser)) })
     }
