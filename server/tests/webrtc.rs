@@ -267,6 +267,25 @@ async fn bad_joins_are_refused_clearly() {
     assert_eq!(client.delete(format!("{}{location}", f.base)).send().await.unwrap().status(), 200);
 }
 
+/// The last stats a meeting page logged (its `getStats` figures), once it
+/// has decoded 25 frames and received more than `samples` audio samples,
+/// or when `within` runs out.
+fn page_stats(rx: &std::sync::mpsc::Receiver<Value>, within: Duration, samples: u64) -> Value {
+    let deadline = Instant::now() + within;
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        if let Ok(stats) = rx.recv_timeout(Duration::from_millis(500)) {
+            last = stats;
+            if last["framesDecoded"].as_u64().unwrap_or(0) >= 25
+                && last["audioSamplesReceived"].as_u64().unwrap_or(0) > samples
+            {
+                break;
+            }
+        }
+    }
+    last
+}
+
 /// Headless Chromium opens the meeting page: its fake microphone (a WAV)
 /// and camera reach the server, and it decodes the replica's video and
 /// plays its audio (the page's `getStats` figures, logged to the console).
@@ -294,18 +313,7 @@ async fn chromium_joins_from_the_meeting_page() {
         ],
         "tete-stats",
     );
-    let deadline = Instant::now() + Duration::from_secs(45);
-    let mut last = Value::Null;
-    while Instant::now() < deadline {
-        if let Ok(stats) = rx.recv_timeout(Duration::from_millis(500)) {
-            last = stats;
-            if last["framesDecoded"].as_u64().unwrap_or(0) >= 25
-                && last["audioSamplesReceived"].as_u64().unwrap_or(0) > 48_000
-            {
-                break;
-            }
-        }
-    }
+    let last = page_stats(&rx, Duration::from_secs(45), 48_000);
     // The browser vanishes without leaving: ICE consent stops, the edge notices.
     chromium.kill();
     let killed = Instant::now();
@@ -337,18 +345,7 @@ async fn firefox_joins_from_the_meeting_page() {
     let (id, _) = f.conversation(false).await;
     let dir = tempfile::tempdir().unwrap();
     let (mut firefox, rx) = common::firefox(dir.path(), &format!("{}/c/{id}?raw_audio=1", f.base), "tete-stats");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = Value::Null;
-    while Instant::now() < deadline {
-        if let Ok(stats) = rx.recv_timeout(Duration::from_millis(500)) {
-            last = stats;
-            if last["framesDecoded"].as_u64().unwrap_or(0) >= 25
-                && last["audioSamplesReceived"].as_u64().unwrap_or(0) > 48_000
-            {
-                break;
-            }
-        }
-    }
+    let last = page_stats(&rx, Duration::from_secs(60), 48_000);
     firefox.kill();
     let gone = common::eventually(Duration::from_secs(40), || async { (f.edge.peers(&id) == 0).then_some(()) }).await;
     println!("page: {last}");
@@ -401,16 +398,7 @@ async fn the_meeting_page_works_inside_an_iframe() {
         ],
         "tete-stats",
     );
-    let deadline = Instant::now() + Duration::from_secs(45);
-    let mut last = Value::Null;
-    while Instant::now() < deadline {
-        if let Ok(stats) = rx.recv_timeout(Duration::from_millis(500)) {
-            last = stats;
-            if last["framesDecoded"].as_u64().unwrap_or(0) >= 25 {
-                break;
-            }
-        }
-    }
+    let last = page_stats(&rx, Duration::from_secs(45), 0);
     chromium.kill();
     println!("framed page: {last}");
     assert_eq!(last["state"], "connected", "{last}");

@@ -315,7 +315,6 @@ pub fn chromium(
     args: &[&str],
     tag: &'static str,
 ) -> (Browser, std::sync::mpsc::Receiver<serde_json::Value>) {
-    use std::io::BufRead;
     use std::os::unix::process::CommandExt as _;
     let mut child = std::process::Command::new("chromium")
         .args([
@@ -342,16 +341,25 @@ pub fn chromium(
         .process_group(0)
         .spawn()
         .expect("chromium (scripts/setup-system.sh installs it)");
-    let stderr = child.stderr.take().unwrap();
+    let rx = console_lines(child.stderr.take().unwrap(), move |line| console_json(line, tag));
+    (Browser(child), rx)
+}
+
+/// The values `parse` finds in the lines of a browser's output, as they come.
+fn console_lines(
+    output: impl std::io::Read + Send + 'static,
+    parse: impl Fn(&str) -> Option<serde_json::Value> + Send + 'static,
+) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    use std::io::BufRead;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(value) = console_json(&line, tag) {
+        for line in std::io::BufReader::new(output).lines().map_while(Result::ok) {
+            if let Some(value) = parse(&line) {
                 let _ = tx.send(value);
             }
         }
     });
-    (Browser(child), rx)
+    rx
 }
 
 /// Firefox's settings for a test: fake camera and microphone without
@@ -412,7 +420,6 @@ pub fn firefox(
     url: &str,
     tag: &'static str,
 ) -> (Browser, std::sync::mpsc::Receiver<serde_json::Value>) {
-    use std::io::BufRead;
     use std::os::unix::process::CommandExt as _;
     let profile = dir.join("firefox-profile");
     std::fs::create_dir_all(&profile).unwrap();
@@ -428,15 +435,7 @@ pub fn firefox(
         .process_group(0)
         .spawn()
         .expect("firefox-esr (scripts/setup-system.sh installs it)");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(value) = firefox_console_json(&line, tag) {
-                let _ = tx.send(value);
-            }
-        }
-    });
+    let rx = console_lines(child.stdout.take().unwrap(), move |line| firefox_console_json(line, tag));
     (Browser(child), rx)
 }
 
