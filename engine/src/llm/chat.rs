@@ -170,13 +170,21 @@ pub fn complete(
     let messages = with_instructions(template_messages(messages)?, &offered);
     let prompt = model.template().render(&messages, true)?;
     let tokens = model.tokenizer().encode(&prompt)?;
+    // What opens a call, when one may be made (prefilled after the prompt).
+    let marker: Vec<u32> = if offered.is_empty() {
+        Vec::new()
+    } else {
+        let encoded = model.tokenizer().encode(CALL_OPEN)?;
+        let skip = usize::from(model.tokenizer().bos.is_some() && encoded.first() == model.tokenizer().bos.as_ref());
+        encoded[skip..].to_vec()
+    };
     let max = model.max_seq_len();
-    if tokens.len() + 1 > max {
-        return Err(CompletionError::TooLong { prompt: tokens.len(), max });
+    if tokens.len() + marker.len() + 1 > max {
+        return Err(CompletionError::TooLong { prompt: tokens.len() + marker.len(), max });
     }
     let mut session = model.session()?;
     session.prefill(&tokens)?;
-    let config = GenerateConfig { max_tokens: config.max_tokens.min(max - tokens.len()), ..config };
+    let config = GenerateConfig { max_tokens: config.max_tokens.min(max - tokens.len() - marker.len()), ..config };
     let mut generator = Generator::new(&config);
     let done = |reason: FinishReason, text: String, call: Option<Call>, produced: usize| Completion {
         finish_reason: match (reason, &call) {
@@ -190,14 +198,9 @@ pub fn complete(
         text,
         call,
     };
-    if offered.is_empty() {
+    let Some(&marker_start) = marker.first() else {
         let (reason, text) = generator.run(model, &mut session, cancel, on_text)?;
         return Ok(done(reason, text, None, generator.tokens().len()));
-    }
-    let marker: Vec<u32> = {
-        let encoded = model.tokenizer().encode(CALL_OPEN)?;
-        let skip = usize::from(model.tokenizer().bos.is_some() && encoded.first() == model.tokenizer().bos.as_ref());
-        encoded[skip..].to_vec()
     };
     let grammar = model.call_grammar()?;
     let constrained = |e: tools::ToolError| CompletionError::Model(LlmError::Constraint(e.to_string()));
@@ -208,7 +211,7 @@ pub fn complete(
         // the opening of the call's JSON object (small models often leave
         // the marker out), is a call; anything else a text answer.
         match generator.step(model, &mut session, cancel)? {
-            Step::Token { id, .. } if id == marker[0] => {
+            Step::Token { id, .. } if id == marker_start => {
                 session.prefill(&marker[1..])?;
             }
             Step::Token { id, text } if text.trim_start().starts_with('{') && constraint.allows(id) => {
