@@ -150,8 +150,9 @@ async fn status_page(State(state): State<AppState>) -> Html<String> {
         "<!doctype html><html><head><meta charset=utf-8><title>tete</title></head><body>\
          <h1>tete {version}</h1>\
          <p>This host serves the <code>/v2</code> API (<a href=/v2/openapi.json>OpenAPI</a>): personas, replicas, \
-         conversations and their webhooks. Not built yet: the meeting page, the WebRTC edge and the conversation \
-         pipeline, so no call can be joined here yet.</p>\
+         conversations and their webhooks; each conversation's meeting page (<code>/c/{{id}}</code>) joins its call \
+         over WebRTC and shows the replica. Not built yet: the conversation pipeline, so the replica does not \
+         hear or answer yet.</p>\
          <h2>Devices</h2><ul>{devices}</ul>\
          <h2>Models</h2><table><tr><th>id</th><th>stage</th><th>state</th></tr>{models}</table>\
          <p><a href=/healthz>/healthz</a> · <a href=/readyz>/readyz</a> · <a href=/metrics>/metrics</a></p>\

@@ -38,6 +38,7 @@ async fn health_readiness_metrics_and_status() {
     let (status, body) = get(&app, "/").await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("silero-vad") && body.contains("missing") && body.contains("render adapter"), "{body}");
+    assert!(body.contains("/c/{id}") && body.contains("Not built yet: the conversation pipeline"), "{body}");
 
     let (status, body) = get(&app, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
