@@ -139,6 +139,16 @@ impl HearingSession {
         self.now
     }
 
+    /// New turn-taking sensitivity (`conversation.sensitivity`).
+    pub fn set_sensitivity(&mut self, patience: Option<Patience>, interruptibility: Option<Interruptibility>) {
+        if let Some(patience) = patience {
+            self.endpoint.set_patience(patience);
+        }
+        if let Some(interruptibility) = interruptibility {
+            self.barge_in.set_interruptibility(interruptibility);
+        }
+    }
+
     /// The replica's own audio as it is played (16 kHz), for the echo gate.
     pub fn push_played(&mut self, pcm: &[f32]) {
         self.echo.played(pcm);

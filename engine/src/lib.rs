@@ -4,6 +4,7 @@
 pub mod asr;
 pub mod audio;
 pub mod device;
+pub mod dialogue;
 pub mod face;
 pub mod features;
 pub mod gpu;
@@ -12,6 +13,8 @@ pub mod llm;
 pub mod models;
 pub mod perception;
 pub mod remote;
+pub mod scheduler;
+pub mod session;
 pub mod tts;
 pub mod turn;
 pub mod vad;

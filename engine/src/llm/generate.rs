@@ -141,15 +141,38 @@ impl Generator {
     /// Samples the next token from the session's logits and feeds it: one
     /// forward of one token. `cancel` is read first; once set, nothing more runs.
     pub fn step(&mut self, model: &LlmModel, session: &mut LlmSession, cancel: &AtomicBool) -> Result<Step, LlmError> {
+        match self.choose(model, session, cancel)? {
+            Ok(id) => self.feed(model, session, id),
+            Err(done) => Ok(done),
+        }
+    }
+
+    /// The next token, sampled from the session's logits but not fed, so
+    /// several sessions can be fed in one batched forward
+    /// ([`LlmModel::step_batch`]) before each [`Generator::accept`]s its
+    /// token; `Err` with the final step when the generation is done.
+    pub fn choose(
+        &mut self,
+        model: &LlmModel,
+        session: &LlmSession,
+        cancel: &AtomicBool,
+    ) -> Result<Result<u32, Step>, LlmError> {
         if let Some(done) = self.before_step(cancel) {
-            return Ok(done);
+            return Ok(Err(done));
         }
         let logits = session.logits().ok_or(LlmError::NoLogits)?;
         let id = self.processor.sample(logits)?;
         if model.stop_tokens().contains(&id) {
-            return Ok(self.finish(FinishReason::Stop));
+            return Ok(Err(self.finish(FinishReason::Stop)));
         }
-        self.feed(model, session, id)
+        Ok(Ok(id))
+    }
+
+    /// Takes a [`Generator::choose`]n token as generated once the session
+    /// has been fed it; returns its newly complete text.
+    pub fn accept(&mut self, model: &LlmModel, id: u32) -> String {
+        self.produced.push(id);
+        self.utf8.push(model.tokenizer().token_bytes(id))
     }
 
     /// Like [`Generator::step`], but draws only a token `constraint`
@@ -201,9 +224,8 @@ impl Generator {
 
     /// Takes `id` as generated: its text, and one forward.
     fn feed(&mut self, model: &LlmModel, session: &mut LlmSession, id: u32) -> Result<Step, LlmError> {
-        self.produced.push(id);
-        let text = self.utf8.push(model.tokenizer().token_bytes(id));
         session.step(id)?;
+        let text = self.accept(model, id);
         Ok(Step::Token { id, text })
     }
 

@@ -110,6 +110,11 @@ impl BargeIn {
         }
     }
 
+    /// New interruptibility (`conversation.sensitivity`), from the next decision on.
+    pub fn set_interruptibility(&mut self, interruptibility: Interruptibility) {
+        self.levels = levels(interruptibility);
+    }
+
     /// The replica started or stopped playing its voice.
     pub fn replica_speaking(&mut self, speaking: bool) -> BargeInDecision {
         self.replica_speaking = speaking;

@@ -172,6 +172,11 @@ impl EndpointDetector {
         self.thresholds
     }
 
+    /// New patience (`conversation.sensitivity`), from the next pause on.
+    pub fn set_patience(&mut self, patience: Patience) {
+        self.thresholds = TurnThresholds::new(self.mode, patience);
+    }
+
     /// Whether a user turn is under way (speaking or in a pause).
     pub fn in_turn(&self) -> bool {
         self.state != State::Idle

@@ -1,0 +1,815 @@
+//! The frame scheduler: one compute executor per device owns the resident
+//! models and every session's model state (hearing, KV cache, speaker).
+//! Sessions never call a model: they push work items with deadlines onto a
+//! lock-free queue (crossbeam) and read results from their own queue, so
+//! the network side never waits on compute.
+//!
+//! The executor runs the most urgent item first (earliest deadline, then
+//! the order they came in). A reply is composed one token per item, so
+//! hearing and speech of other sessions interleave with it, and the decode
+//! steps of every session composing at that moment run as one batched
+//! forward. Each item's enqueue, start and end times feed per-stage
+//! figures (run time, queueing delay, deadline misses) and metrics
+//! histograms; the busy share of the executor tells the host whether it
+//! can take another session.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, unbounded};
+
+use crate::dialogue::ReplyEnd;
+use crate::hearing::{HearingConfig, HearingEvent, HearingModels, HearingSession};
+use crate::llm::chat::{self, CompletionOptions, ToolSet};
+use crate::llm::openai::Message;
+use crate::llm::tools::ToolChoice;
+use crate::llm::{FinishReason, GenerateConfig, Generator, LlmModel, LlmSession, PhraseChunker, Prefix, Step};
+use crate::tts::{Speaker, SpeechChunk, Voice, VoiceSettings};
+use crate::turn::{Interruptibility, Patience};
+
+/// What the replica says when its model fails mid-conversation.
+pub const FALLBACK_LINE: &str = "Sorry, I lost my train of thought. Could you say that again?";
+/// Tokens a spoken reply may take.
+pub const MAX_REPLY_TOKENS: usize = 160;
+
+/// The models the executor owns, shared read-only by every session.
+#[derive(Clone)]
+pub struct Resident {
+    pub hearing: HearingModels,
+    pub llm: Arc<LlmModel>,
+    pub voice: Arc<Voice>,
+}
+
+/// How a session is set up on the executor.
+#[derive(Debug, Clone, Default)]
+pub struct SessionSetup {
+    pub hearing: HearingConfig,
+    /// The persona's messages: prefilled once per persona, shared by its sessions.
+    pub persona: Vec<Message>,
+    pub tools: ToolSet,
+    pub voice: VoiceSettings,
+}
+
+/// The stages the executor runs, for its figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// 20 ms of the user's audio through VAD, turn detection and ASR.
+    Hear,
+    /// The replica's played audio into the echo gate.
+    Echo,
+    /// A reply's prompt into the KV cache.
+    Prefill,
+    /// One token of every composing session.
+    Decode,
+    /// A phrase to speech.
+    Speak,
+}
+
+pub const STAGES: [Stage; 5] = [Stage::Hear, Stage::Echo, Stage::Prefill, Stage::Decode, Stage::Speak];
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Hear => "hear",
+            Stage::Echo => "echo",
+            Stage::Prefill => "prefill",
+            Stage::Decode => "decode",
+            Stage::Speak => "speak",
+        }
+    }
+
+    /// How long an item of the stage may wait before it is late.
+    fn budget(self) -> Duration {
+        Duration::from_millis(match self {
+            Stage::Hear | Stage::Echo => 100,
+            Stage::Prefill => 150,
+            Stage::Decode => 40,
+            Stage::Speak => 60,
+        })
+    }
+
+    fn index(self) -> usize {
+        STAGES.iter().position(|s| *s == self).unwrap_or(0)
+    }
+}
+
+/// Work a session asks for.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// The user's audio (16 kHz).
+    Hear(Vec<f32>),
+    /// The replica's audio as it played (16 kHz), for the echo gate.
+    Played(Vec<f32>),
+    ReplicaSpeaking(bool),
+    Sensitivity {
+        patience: Option<Patience>,
+        interruptibility: Option<Interruptibility>,
+    },
+    /// Compose reply `turn` to this prompt.
+    Reply {
+        turn: u64,
+        messages: Vec<Message>,
+    },
+    /// Say phrase `seq` of reply `turn`.
+    Speak {
+        turn: u64,
+        seq: u32,
+        text: String,
+    },
+}
+
+impl Work {
+    fn stage(&self) -> Stage {
+        match self {
+            Work::Hear(_) | Work::ReplicaSpeaking(_) | Work::Sensitivity { .. } => Stage::Hear,
+            Work::Played(_) => Stage::Echo,
+            Work::Reply { .. } => Stage::Prefill,
+            Work::Speak { .. } => Stage::Speak,
+        }
+    }
+}
+
+/// What a session gets back.
+#[derive(Debug, Clone)]
+pub enum Output {
+    Heard(HearingEvent),
+    /// A phrase of reply `turn`, ready to be spoken.
+    Phrase {
+        turn: u64,
+        text: String,
+    },
+    Composed {
+        turn: u64,
+        end: ReplyEnd,
+    },
+    /// Speech of phrase `seq` of reply `turn`; `last` ends the phrase.
+    Speech {
+        turn: u64,
+        seq: u32,
+        chunk: SpeechChunk,
+        last: bool,
+    },
+    /// A stage failed for this session (the session goes on).
+    Failed {
+        stage: Stage,
+        error: String,
+    },
+}
+
+/// Per-stage figures since the executor started.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageFigures {
+    pub items: u64,
+    pub run_total: Duration,
+    pub run_max: Duration,
+    pub queued_total: Duration,
+    pub queued_max: Duration,
+    /// Items that ended after their deadline.
+    pub late: u64,
+}
+
+#[derive(Default)]
+struct StageCounters {
+    items: AtomicU64,
+    run_us: AtomicU64,
+    run_max_us: AtomicU64,
+    queued_us: AtomicU64,
+    queued_max_us: AtomicU64,
+    late: AtomicU64,
+}
+
+/// Shared between the executor and its handles: figures, load, cancels.
+struct Shared {
+    stages: [StageCounters; 5],
+    /// Busy share of the executor over the last seconds, in thousandths.
+    load: AtomicU32,
+    sessions: AtomicU32,
+    next_session: AtomicU64,
+}
+
+enum Command {
+    Open { id: u64, setup: Box<SessionSetup>, out: Sender<Output>, cancelled: Arc<AtomicU64> },
+    Close { id: u64 },
+    Work { id: u64, work: Work, enqueued: Instant },
+    Stop,
+}
+
+/// The executor of one device.
+pub struct Executor {
+    commands: Sender<Command>,
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Sessions it takes at most.
+    pub max_sessions: u32,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").field("sessions", &self.sessions()).field("load", &self.load()).finish()
+    }
+}
+
+/// Load above which no new session is taken.
+pub const MAX_LOAD: f32 = 0.85;
+
+impl Executor {
+    /// Starts the executor's thread with `resident` models.
+    pub fn start(resident: Resident, max_sessions: u32) -> std::io::Result<Self> {
+        let (commands, rx) = unbounded();
+        let shared = Arc::new(Shared {
+            stages: Default::default(),
+            load: AtomicU32::new(0),
+            sessions: AtomicU32::new(0),
+            next_session: AtomicU64::new(1),
+        });
+        let run = Run::new(resident, shared.clone());
+        let thread = std::thread::Builder::new().name("executor".into()).spawn(move || run.run(rx))?;
+        Ok(Self { commands, shared, thread: Some(thread), max_sessions })
+    }
+
+    /// Opens a session; its results come on the handle.
+    pub fn open(&self, setup: SessionSetup) -> SessionHandle {
+        let id = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
+        let (out, results) = unbounded();
+        let cancelled = Arc::new(AtomicU64::new(0));
+        self.shared.sessions.fetch_add(1, Ordering::Relaxed);
+        let _ = self.commands.send(Command::Open { id, setup: Box::new(setup), out, cancelled: cancelled.clone() });
+        SessionHandle { id, commands: self.commands.clone(), results, cancelled, shared: self.shared.clone() }
+    }
+
+    /// Busy share of the executor over the last seconds (0–1).
+    pub fn load(&self) -> f32 {
+        self.shared.load.load(Ordering::Relaxed) as f32 / 1000.0
+    }
+
+    pub fn sessions(&self) -> u32 {
+        self.shared.sessions.load(Ordering::Relaxed)
+    }
+
+    /// Whether a new session can be taken without putting the running ones
+    /// off their deadlines.
+    pub fn accepting(&self) -> bool {
+        self.sessions() < self.max_sessions && self.load() < MAX_LOAD
+    }
+
+    /// Figures of one stage.
+    pub fn figures(&self, stage: Stage) -> StageFigures {
+        let c = &self.shared.stages[stage.index()];
+        let us = |a: &AtomicU64| Duration::from_micros(a.load(Ordering::Relaxed));
+        StageFigures {
+            items: c.items.load(Ordering::Relaxed),
+            run_total: us(&c.run_us),
+            run_max: us(&c.run_max_us),
+            queued_total: us(&c.queued_us),
+            queued_max: us(&c.queued_max_us),
+            late: c.late.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A session's end of the executor.
+pub struct SessionHandle {
+    id: u64,
+    commands: Sender<Command>,
+    results: Receiver<Output>,
+    /// Replies up to this turn are cancelled.
+    cancelled: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionHandle").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl SessionHandle {
+    /// Queues work; never waits.
+    pub fn push(&self, work: Work) {
+        let _ = self.commands.send(Command::Work { id: self.id, work, enqueued: Instant::now() });
+    }
+
+    /// Cancels reply `turn` (and every earlier one) at once: composing
+    /// stops within one token, speech within one chunk.
+    pub fn cancel(&self, turn: u64) {
+        self.cancelled.fetch_max(turn, Ordering::AcqRel);
+    }
+
+    /// The next result, if one is ready.
+    pub fn try_next(&self) -> Option<Output> {
+        self.results.try_recv().ok()
+    }
+
+    /// The next result, waiting at most `timeout`.
+    pub fn next_timeout(&self, timeout: Duration) -> Option<Output> {
+        self.results.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        self.shared.sessions.fetch_sub(1, Ordering::Relaxed);
+        let _ = self.commands.send(Command::Close { id: self.id });
+    }
+}
+
+/// A queued item.
+struct Item {
+    session: u64,
+    stage: Stage,
+    work: Option<Work>,
+    /// For decode items: the reply's turn.
+    turn: u64,
+    enqueued: Instant,
+    deadline: Instant,
+    order: u64,
+}
+
+impl Item {
+    fn key(&self) -> (Instant, u64) {
+        (self.deadline, self.order)
+    }
+}
+
+impl PartialEq for Item {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for Item {}
+impl PartialOrd for Item {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Item {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+/// A reply being composed one token at a time.
+struct Composing {
+    turn: u64,
+    generator: Generator,
+    chunker: PhraseChunker,
+    phrases: usize,
+}
+
+/// One session's state on the executor.
+struct Session {
+    out: Sender<Output>,
+    cancelled: Arc<AtomicU64>,
+    hearing: Option<HearingSession>,
+    llm: Option<LlmSession>,
+    tools: ToolSet,
+    composing: Option<Composing>,
+    speaker: Option<Speaker>,
+    voice: VoiceSettings,
+}
+
+impl Session {
+    fn is_cancelled(&self, turn: u64) -> bool {
+        turn <= self.cancelled.load(Ordering::Acquire)
+    }
+
+    fn send(&self, output: Output) {
+        let _ = self.out.send(output);
+    }
+
+    fn failed(&self, stage: Stage, error: impl std::fmt::Display) {
+        self.send(Output::Failed { stage, error: error.to_string() });
+    }
+}
+
+/// The executor thread's state.
+struct Run {
+    resident: Resident,
+    shared: Arc<Shared>,
+    sessions: HashMap<u64, Session>,
+    /// Persona prompts prefilled once, by their rendered text.
+    prefixes: HashMap<String, Prefix>,
+    queue: BinaryHeap<Reverse<Item>>,
+    order: u64,
+    busy_since_sample: Duration,
+    sample_started: Instant,
+    never: AtomicBool,
+}
+
+impl Run {
+    fn new(resident: Resident, shared: Arc<Shared>) -> Self {
+        Self {
+            resident,
+            shared,
+            sessions: HashMap::new(),
+            prefixes: HashMap::new(),
+            queue: BinaryHeap::new(),
+            order: 0,
+            busy_since_sample: Duration::ZERO,
+            sample_started: Instant::now(),
+            never: AtomicBool::new(false),
+        }
+    }
+
+    fn run(mut self, commands: Receiver<Command>) {
+        loop {
+            // Take everything queued, then run the most urgent item.
+            loop {
+                let command = if self.queue.is_empty() {
+                    match commands.recv_timeout(Duration::from_millis(250)) {
+                        Ok(c) => c,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.account(Duration::ZERO);
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                } else {
+                    match commands.try_recv() {
+                        Ok(c) => c,
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => return,
+                    }
+                };
+                if !self.take(command) {
+                    return;
+                }
+            }
+            if let Some(Reverse(item)) = self.queue.pop() {
+                let started = Instant::now();
+                self.execute(item, started);
+                self.account(started.elapsed());
+            }
+        }
+    }
+
+    /// Updates the busy share with `busy` more time; every second or so.
+    fn account(&mut self, busy: Duration) {
+        self.busy_since_sample += busy;
+        let window = self.sample_started.elapsed();
+        if window >= Duration::from_secs(1) {
+            let share = (self.busy_since_sample.as_secs_f64() / window.as_secs_f64()).min(1.0);
+            let old = self.shared.load.load(Ordering::Relaxed) as f64 / 1000.0;
+            let smoothed = 0.5 * old + 0.5 * share;
+            self.shared.load.store((smoothed * 1000.0) as u32, Ordering::Relaxed);
+            metrics::gauge!("tete_executor_load").set(smoothed);
+            self.busy_since_sample = Duration::ZERO;
+            self.sample_started = Instant::now();
+        }
+    }
+
+    fn enqueue(&mut self, session: u64, stage: Stage, work: Option<Work>, turn: u64, enqueued: Instant) {
+        self.order += 1;
+        let deadline = enqueued + stage.budget();
+        self.queue.push(Reverse(Item { session, stage, work, turn, enqueued, deadline, order: self.order }));
+    }
+
+    /// Takes a command; false to stop.
+    fn take(&mut self, command: Command) -> bool {
+        match command {
+            Command::Open { id, setup, out, cancelled } => {
+                let session = self.open(*setup, out, cancelled);
+                self.sessions.insert(id, session);
+            }
+            Command::Close { id } => {
+                self.sessions.remove(&id);
+                let queue = std::mem::take(&mut self.queue);
+                self.queue = queue.into_iter().filter(|Reverse(item)| item.session != id).collect();
+            }
+            Command::Work { id, work, enqueued } => {
+                let stage = work.stage();
+                self.enqueue(id, stage, Some(work), 0, enqueued);
+            }
+            Command::Stop => return false,
+        }
+        true
+    }
+
+    fn open(&mut self, setup: SessionSetup, out: Sender<Output>, cancelled: Arc<AtomicU64>) -> Session {
+        let SessionSetup { hearing, persona, tools, voice } = setup;
+        let mut session =
+            Session { out, cancelled, hearing: None, llm: None, tools, composing: None, speaker: None, voice };
+        match HearingSession::new(&self.resident.hearing, hearing) {
+            Ok(h) => session.hearing = Some(h),
+            Err(e) => session.failed(Stage::Hear, format!("hearing cannot start: {e}")),
+        }
+        match Speaker::new(self.resident.voice.clone()) {
+            Ok(s) => session.speaker = Some(s),
+            Err(e) => session.failed(Stage::Speak, format!("the voice cannot start: {e}")),
+        }
+        match self.persona_session(&persona) {
+            Ok(llm) => session.llm = Some(llm),
+            Err(e) => session.failed(Stage::Prefill, format!("the persona prompt cannot be prefilled: {e}")),
+        }
+        session
+    }
+
+    /// A KV cache holding the persona's prompt: prefilled the first time
+    /// the persona is seen, forked after.
+    fn persona_session(&mut self, persona: &[Message]) -> Result<LlmSession, String> {
+        let model = &self.resident.llm;
+        let messages = chat::template_messages(persona).map_err(|e| e.to_string())?;
+        let text = model.template().render(&messages, false).map_err(|e| e.to_string())?;
+        if let Some(prefix) = self.prefixes.get(&text) {
+            return prefix.fork().map_err(|e| e.to_string());
+        }
+        let tokens = model.tokenizer().encode(&text).map_err(|e| e.to_string())?;
+        match model.prefix(&tokens) {
+            Ok(prefix) => {
+                let session = prefix.fork().map_err(|e| e.to_string());
+                self.prefixes.insert(text, prefix);
+                session
+            }
+            // Backbones that cannot fork start each session from nothing.
+            Err(_) => model.session().map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Runs one item (with the decode items batched with it) and counts it.
+    fn execute(&mut self, item: Item, started: Instant) {
+        let stage = item.stage;
+        let mut items = vec![item];
+        if stage == Stage::Decode {
+            // Every composing session's next token in one forward.
+            let queue = std::mem::take(&mut self.queue);
+            let (decodes, rest): (Vec<_>, Vec<_>) = queue.into_iter().partition(|Reverse(i)| i.stage == Stage::Decode);
+            self.queue = rest.into_iter().collect();
+            items.extend(decodes.into_iter().map(|Reverse(i)| i));
+            self.decode(&items);
+        } else if let Some(session) = self.sessions.get_mut(&items[0].session) {
+            if let Some(work) = items[0].work.take()
+                && let Some(turn) = run_work(&self.resident, session, work)
+            {
+                self.enqueue(items[0].session, Stage::Decode, None, turn, Instant::now());
+            }
+        }
+        let ended = Instant::now();
+        for item in &items {
+            let c = &self.shared.stages[item.stage.index()];
+            let run = ended - started;
+            let queued = started.saturating_duration_since(item.enqueued);
+            c.items.fetch_add(1, Ordering::Relaxed);
+            c.run_us.fetch_add(run.as_micros() as u64, Ordering::Relaxed);
+            c.run_max_us.fetch_max(run.as_micros() as u64, Ordering::Relaxed);
+            c.queued_us.fetch_add(queued.as_micros() as u64, Ordering::Relaxed);
+            c.queued_max_us.fetch_max(queued.as_micros() as u64, Ordering::Relaxed);
+            metrics::histogram!("tete_stage_seconds", "stage" => item.stage.name()).record(run.as_secs_f64());
+            metrics::histogram!("tete_queue_seconds", "stage" => item.stage.name()).record(queued.as_secs_f64());
+            if ended > item.deadline {
+                c.late.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("tete_deadline_misses_total", "stage" => item.stage.name()).increment(1);
+            }
+        }
+    }
+
+    /// One token for each composing session in `items`, in one forward.
+    fn decode(&mut self, items: &[Item]) {
+        let model = self.resident.llm.clone();
+        let never = &self.never;
+        let mut chosen: Vec<(u64, u32)> = Vec::new();
+        for item in items {
+            let Some(session) = self.sessions.get_mut(&item.session) else { continue };
+            let cancelled = session.is_cancelled(item.turn);
+            let Some(composing) = session.composing.as_mut().filter(|c| c.turn == item.turn) else { continue };
+            if cancelled {
+                session.composing = None;
+                continue;
+            }
+            let Some(llm) = session.llm.as_ref() else { continue };
+            match composing.generator.choose(&model, llm, never) {
+                Ok(Ok(id)) => chosen.push((item.session, id)),
+                Ok(Err(step)) => {
+                    let reason = match step {
+                        Step::Done(reason) => reason,
+                        Step::Token { .. } => FinishReason::Stop,
+                    };
+                    finish_composing(session, reason);
+                }
+                Err(e) => {
+                    session.composing = None;
+                    session.send(Output::Composed {
+                        turn: item.turn,
+                        end: ReplyEnd::Failed { error: e.to_string(), fallback: FALLBACK_LINE.into() },
+                    });
+                }
+            }
+        }
+        if chosen.is_empty() {
+            return;
+        }
+        // Feed every chosen token in one batched forward.
+        let ids: Vec<u64> = chosen.iter().map(|(id, _)| *id).collect();
+        let mut sessions: Vec<(u64, &mut Session)> =
+            self.sessions.iter_mut().filter(|(id, _)| ids.contains(id)).map(|(id, s)| (*id, s)).collect();
+        sessions.sort_by_key(|(id, _)| ids.iter().position(|x| x == id));
+        let fed = {
+            let mut steps: Vec<(&mut LlmSession, u32)> = Vec::with_capacity(sessions.len());
+            for ((_, session), (_, token)) in sessions.iter_mut().zip(&chosen) {
+                if let Some(llm) = session.llm.as_mut() {
+                    steps.push((llm, *token));
+                }
+            }
+            model.step_batch(&mut steps)
+        };
+        let now = Instant::now();
+        let mut again = Vec::new();
+        for ((id, session), (_, token)) in sessions.into_iter().zip(&chosen) {
+            let Some(composing) = session.composing.as_mut() else { continue };
+            let turn = composing.turn;
+            if let Err(e) = &fed {
+                session.composing = None;
+                session.send(Output::Composed {
+                    turn,
+                    end: ReplyEnd::Failed { error: e.to_string(), fallback: FALLBACK_LINE.into() },
+                });
+                continue;
+            }
+            let text = composing.generator.accept(&model, *token);
+            for phrase in composing.chunker.push(&text) {
+                composing.phrases += 1;
+                let _ = session.out.send(Output::Phrase { turn, text: phrase });
+            }
+            again.push((id, turn, composing.phrases == 0));
+        }
+        for (id, turn, first_phrase_pending) in again {
+            // Until its first phrase is out a reply is as urgent as speech.
+            let at = if first_phrase_pending { now } else { now + Duration::from_millis(60) };
+            self.enqueue(id, Stage::Decode, None, turn, at);
+        }
+    }
+}
+
+/// Ends a reply's composing: the chunker's last phrase, then `Composed`.
+fn finish_composing(session: &mut Session, reason: FinishReason) {
+    let Some(mut composing) = session.composing.take() else { return };
+    if reason == FinishReason::Cancelled {
+        return;
+    }
+    let rest = composing.generator.flush();
+    let mut phrases = composing.chunker.push(&rest);
+    phrases.extend(composing.chunker.finish());
+    for phrase in phrases {
+        session.send(Output::Phrase { turn: composing.turn, text: phrase });
+    }
+    session.send(Output::Composed { turn: composing.turn, end: ReplyEnd::Done });
+}
+
+/// Runs one item's work for `session`; a reply to compose token by token
+/// returns its turn.
+fn run_work(resident: &Resident, session: &mut Session, work: Work) -> Option<u64> {
+    match work {
+        Work::Hear(pcm) => {
+            let Some(hearing) = session.hearing.as_mut() else { return None };
+            match hearing.push_heard(&resident.hearing, &pcm) {
+                Ok(events) => events.into_iter().for_each(|e| session.send(Output::Heard(e))),
+                Err(e) => session.failed(Stage::Hear, e),
+            }
+        }
+        Work::Played(pcm) => {
+            if let Some(hearing) = session.hearing.as_mut() {
+                hearing.push_played(&pcm);
+            }
+        }
+        Work::ReplicaSpeaking(speaking) => {
+            if let Some(hearing) = session.hearing.as_mut() {
+                for e in hearing.replica_speaking(speaking) {
+                    session.send(Output::Heard(e));
+                }
+            }
+        }
+        Work::Sensitivity { patience, interruptibility } => {
+            if let Some(hearing) = session.hearing.as_mut() {
+                hearing.set_sensitivity(patience, interruptibility);
+            }
+        }
+        Work::Reply { turn, messages } => {
+            if session.is_cancelled(turn) {
+                return None;
+            }
+            session.composing = None;
+            if session.tools.choice != ToolChoice::None && !session.tools.tools.is_empty() {
+                complete_with_tools(resident, session, turn, &messages);
+                return None;
+            }
+            match prefill(resident, session, &messages) {
+                Ok(max_tokens) => {
+                    let config = GenerateConfig { max_tokens, ..GenerateConfig::default() };
+                    session.composing = Some(Composing {
+                        turn,
+                        generator: Generator::new(&config),
+                        chunker: PhraseChunker::new(),
+                        phrases: 0,
+                    });
+                    return Some(turn);
+                }
+                Err(e) => session.send(Output::Composed {
+                    turn,
+                    end: ReplyEnd::Failed { error: e, fallback: FALLBACK_LINE.into() },
+                }),
+            }
+        }
+        Work::Speak { turn, seq, text } => speak(session, turn, seq, &text),
+    }
+    None
+}
+
+/// Brings the session's KV cache to the reply's prompt, prefilling only
+/// what it lacks (the persona and earlier turns are already there). The
+/// oldest turns go when the prompt would not leave room for a reply.
+/// Returns the tokens the reply may take.
+fn prefill(resident: &Resident, session: &mut Session, messages: &[Message]) -> Result<usize, String> {
+    let model = &resident.llm;
+    let llm = session.llm.as_mut().ok_or("the LLM session did not start")?;
+    let max = model.max_seq_len();
+    let mut messages = messages.to_vec();
+    let tokens = loop {
+        let templated = chat::template_messages(&messages).map_err(|e| e.to_string())?;
+        let prompt = model.template().render(&templated, true).map_err(|e| e.to_string())?;
+        let tokens = model.tokenizer().encode(&prompt).map_err(|e| e.to_string())?;
+        if tokens.len() + MAX_REPLY_TOKENS <= max {
+            break tokens;
+        }
+        // Drop the oldest turn after the system messages; never the last.
+        let first_turn = messages.iter().position(|m| m.role != "system");
+        match first_turn {
+            Some(i) if i + 1 < messages.len() => {
+                messages.remove(i);
+            }
+            _ => return Err(format!("the prompt ({} tokens) does not fit the model's {max}", tokens.len())),
+        }
+    };
+    llm.prefill_to(&tokens).map_err(|e| e.to_string())?;
+    Ok(MAX_REPLY_TOKENS.min(max - tokens.len()))
+}
+
+/// A reply where the persona's tools may be called: composed whole, under
+/// the call grammar when the model calls.
+fn complete_with_tools(resident: &Resident, session: &mut Session, turn: u64, messages: &[Message]) {
+    let cancel = AtomicBool::new(false);
+    let mut chunker = PhraseChunker::new();
+    let out = session.out.clone();
+    let options = CompletionOptions { max_tokens: Some(MAX_REPLY_TOKENS as u32), ..Default::default() };
+    let result = chat::complete(&resident.llm, messages, &options, &session.tools, &cancel, |text| {
+        for phrase in chunker.push(text) {
+            let _ = out.send(Output::Phrase { turn, text: phrase });
+        }
+    });
+    if let Some(phrase) = chunker.finish() {
+        session.send(Output::Phrase { turn, text: phrase });
+    }
+    let end = match result {
+        Ok(completion) => completion.call.map_or(ReplyEnd::Done, ReplyEnd::Call),
+        Err(e) => ReplyEnd::Failed { error: e.to_string(), fallback: FALLBACK_LINE.into() },
+    };
+    session.send(Output::Composed { turn, end });
+}
+
+/// Speaks one phrase, sending each chunk as it is made; a cancel stops it
+/// between chunks.
+fn speak(session: &mut Session, turn: u64, seq: u32, text: &str) {
+    if session.is_cancelled(turn) {
+        return;
+    }
+    let cancelled = session.cancelled.clone();
+    let out = session.out.clone();
+    let Some(speaker) = session.speaker.as_mut() else {
+        let _ = out.send(Output::Speech { turn, seq, chunk: SpeechChunk::default(), last: true });
+        return;
+    };
+    let settings = session.voice.clone();
+    let speech = match speaker.say(text, settings) {
+        Ok(speech) => speech,
+        Err(e) => {
+            let _ = out.send(Output::Failed { stage: Stage::Speak, error: e.to_string() });
+            let _ = out.send(Output::Speech { turn, seq, chunk: SpeechChunk::default(), last: true });
+            return;
+        }
+    };
+    for chunk in speech {
+        if turn <= cancelled.load(Ordering::Acquire) {
+            return;
+        }
+        match chunk {
+            Ok(chunk) => {
+                let _ = out.send(Output::Speech { turn, seq, chunk, last: false });
+            }
+            Err(e) => {
+                let _ = out.send(Output::Failed { stage: Stage::Speak, error: e.to_string() });
+                break;
+            }
+        }
+    }
+    let _ = out.send(Output::Speech { turn, seq, chunk: SpeechChunk::default(), last: true });
+}
