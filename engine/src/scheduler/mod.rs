@@ -30,6 +30,9 @@ use crate::llm::{FinishReason, GenerateConfig, Generator, LlmModel, LlmSession, 
 use crate::tts::{Speaker, SpeechChunk, Voice, VoiceSettings};
 use crate::turn::{Interruptibility, Patience};
 
+mod resident;
+pub use resident::{LoadError, ResidentIds, gguf_path};
+
 /// What the replica says when its model fails mid-conversation.
 pub const FALLBACK_LINE: &str = "Sorry, I lost my train of thought. Could you say that again?";
 /// Tokens a spoken reply may take.
