@@ -108,6 +108,7 @@ fn the_replica_greets_hears_a_question_and_answers_it_aloud() {
     let answer_16k = tete_engine::audio::resample(answer, 48_000, 16_000).unwrap();
     let asr = tete_engine::asr::Whisper::load(&common::model_dir("whisper-tiny.en"), &Device::Cpu).unwrap();
     let transcribed = asr.transcribe(&answer_16k, &TranscribeOptions::default()).unwrap().text;
+    eprintln!("the replica said {:?}; ASR heard {transcribed:?}", replica[1]);
     let said = common::normalise(replica[1]);
     let got = common::normalise(&transcribed);
     let shared = said.iter().filter(|w| got.contains(w)).count();
@@ -156,7 +157,10 @@ fn interactions_echo_respond_interrupt_and_bad_sensitivity() {
     assert_eq!(rms(after), 0.0, "the replica went on after the interrupt");
     assert_eq!(session.state(), State::UserSpeaking);
 
-    session.interaction(Instant::now(), Interaction::Sensitivity(serde_json::json!({"participant_pause_sensitivity": "often"})));
+    session.interaction(
+        Instant::now(),
+        Interaction::Sensitivity(serde_json::json!({"participant_pause_sensitivity": "often"})),
+    );
     let events = session.take_events();
     assert!(events.iter().any(|(t, p)| *t == "conversation.error" && p["message"].as_str().unwrap().contains("often")));
 }

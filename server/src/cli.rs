@@ -126,6 +126,9 @@ pub struct ServeArgs {
     /// is resampled when a call starts.
     #[arg(long, env = "TETE_VIDEO_SIZE", default_value_t = 512, value_parser = video_size)]
     pub video_size: u32,
+    /// Calls this host takes at once (it also refuses new ones while its executor is overloaded).
+    #[arg(long, env = "TETE_MAX_SESSIONS", default_value_t = 2)]
+    pub max_sessions: u32,
     /// Key prefix of recordings in the bucket.
     #[arg(long, env = "TETE_RECORDINGS_PREFIX", default_value = "", requires = "recordings_bucket")]
     pub recordings_prefix: String,
@@ -288,26 +291,6 @@ async fn keys(global: &Global, cmd: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A resident model named by `flag`: it must be of `stage` and fetched.
-fn resident_model<'m>(
-    manifest: &'m Manifest,
-    store: &Store,
-    flag: &str,
-    id: &str,
-    stage: &str,
-    what: &str,
-) -> anyhow::Result<&'m tete_engine::models::Model> {
-    let model = manifest.model(id)?;
-    if model.stage != stage {
-        anyhow::bail!("{flag} {id}: that model is for the {} stage, not {what}", model.stage);
-    }
-    let state = store.state(model)?;
-    if !state.is_ready() {
-        anyhow::bail!("{flag} {id} is not ready ({state}); run `tete models fetch {id}`");
-    }
-    Ok(model)
-}
-
 /// Runs a model load on a blocking thread and logs how long it took.
 async fn load_blocking<T: Send + 'static>(
     what: &str,
@@ -384,63 +367,32 @@ async fn load_perception(
     Ok(Some(crate::edge::perception::PerceptionConfig { perceiver, fps }))
 }
 
-/// Loads the resident Whisper model (fetched by `tete models fetch`).
-async fn load_recogniser(
+/// Loads the conversation stack (VAD, Smart Turn, Whisper, the LLM, the
+/// voice) and says a first phrase, so a missing espeak-ng fails the start
+/// rather than the first call.
+async fn load_resident(
     manifest: &Manifest,
     store: &Store,
-    id: &str,
+    args: &ServeArgs,
     device: &candle_core::Device,
-) -> anyhow::Result<std::sync::Arc<dyn tete_engine::asr::SpeechToText>> {
-    let model = resident_model(manifest, store, "--asr-model", id, "asr", "speech recognition")?;
-    let dir = store.model_dir(&model.id);
-    let device = device.clone();
-    let whisper =
-        load_blocking("speech recogniser", id, move || Ok(tete_engine::asr::Whisper::load(&dir, &device)?)).await?;
-    Ok(std::sync::Arc::new(whisper))
-}
-
-/// Loads the resident LLM (fetched by `tete models fetch`).
-async fn load_llm(
-    manifest: &Manifest,
-    store: &Store,
-    id: &str,
-    device: &candle_core::Device,
-) -> anyhow::Result<crate::api::chat::ChatModel> {
-    let model = resident_model(manifest, store, "--llm-model", id, "llm", "the LLM")?;
-    let gguf = model
-        .files
-        .iter()
-        .find(|f| f.name.ends_with(".gguf"))
-        .with_context(|| format!("--llm-model {id} has no .gguf file"))?;
-    let path = store.model_dir(&model.id).join(&gguf.name);
-    let device = device.clone();
-    let llm = load_blocking("LLM", id, move || Ok(tete_engine::llm::LlmModel::load(&path, &device)?)).await?;
-    Ok(crate::api::chat::ChatModel::new(std::sync::Arc::new(llm), id))
-}
-
-/// Loads the resident voice (fetched by `tete models fetch`) and says a first
-/// phrase, so a missing espeak-ng fails the start rather than the first request.
-async fn load_voice(
-    manifest: &Manifest,
-    store: &Store,
-    id: &str,
-    device: &candle_core::Device,
-) -> anyhow::Result<crate::api::speech::Synthesiser> {
-    let model = resident_model(manifest, store, "--tts-model", id, "tts", "speech synthesis")?;
-    let dir = store.model_dir(&model.id);
-    let info = crate::api::speech::VoiceInfo::read(id, &dir).with_context(|| format!("reading {id}"))?;
-    let device = device.clone();
-    let voice = load_blocking("voice", id, move || {
-        let voice = std::sync::Arc::new(tete_engine::tts::Voice::load(&dir, &device)?);
-        // One phrase through the whole path: espeak-ng is there and the weights run.
-        let mut speaker = tete_engine::tts::Speaker::new(voice.clone())?;
+) -> anyhow::Result<tete_engine::scheduler::Resident> {
+    let ids = tete_engine::scheduler::ResidentIds {
+        asr: args.asr_model.clone(),
+        llm: args.llm_model.clone(),
+        tts: args.tts_model.clone(),
+        ..Default::default()
+    };
+    let what = format!("{} + {} + {} + {}", ids.vad, ids.asr, ids.llm, ids.tts);
+    let (manifest, store, device) = (manifest.clone(), store.clone(), device.clone());
+    load_blocking("conversation stack", &what, move || {
+        let resident = tete_engine::scheduler::Resident::load(&manifest, &store, &ids, &device)?;
+        let mut speaker = tete_engine::tts::Speaker::new(resident.voice.clone())?;
         for chunk in speaker.say("Ready.", tete_engine::tts::VoiceSettings::default())? {
             chunk?;
         }
-        Ok(voice)
+        Ok(resident)
     })
-    .await?;
-    Ok(crate::api::speech::Synthesiser::new(voice, info))
+    .await
 }
 
 async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
@@ -461,13 +413,21 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     if !not_ready.is_empty() {
         anyhow::bail!("default models are not ready ({}); run `tete models fetch` first", not_ready.join("; "));
     }
-    let speech = load_recogniser(&manifest, &store, &args.asr_model, &devices.candle).await?;
-    let chat = load_llm(&manifest, &store, &args.llm_model, &devices.candle).await?;
-    // The voice runs on the CPU, where engine/tests/tts.rs tests it.
-    let voice = load_voice(&manifest, &store, &args.tts_model, &candle_core::Device::Cpu).await?;
+    let resident = load_resident(&manifest, &store, &args, &devices.candle).await?;
+    // The API's endpoints share the executor's models.
+    let speech: std::sync::Arc<dyn tete_engine::asr::SpeechToText> = resident.hearing.asr.clone();
+    let chat = crate::api::chat::ChatModel::new(resident.llm.clone(), &args.llm_model);
+    let voice_dir = store.model_dir(&manifest.model(&args.tts_model)?.id);
+    let info = crate::api::speech::VoiceInfo::read(&args.tts_model, &voice_dir)
+        .with_context(|| format!("reading {}", args.tts_model))?;
+    let voice = crate::api::speech::Synthesiser::new(resident.voice.clone(), info);
+    let executor = std::sync::Arc::new(
+        tete_engine::scheduler::Executor::start(resident, args.max_sessions).context("starting the executor")?,
+    );
     let training = load_training(&manifest, &store, &home(global), args.video_size).await?;
     let perception = load_perception(&manifest, &store, &training.faces, args.perception_fps).await?;
-    let media = crate::edge::replica_media(training.replicas_dir.clone(), args.video_size);
+    let media =
+        crate::edge::conversation::conversation_media(training.replicas_dir.clone(), args.video_size, executor.clone());
     let db = database(global).await?;
     let listener = tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
@@ -518,6 +478,7 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
                 }),
                 recordings: Some(recordings),
                 perception,
+                executor: Some(executor),
                 ..Default::default()
             },
             Some(media),
@@ -566,7 +527,6 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     println!(
         "tete is serving on {public}  (open {public}/ for status; API at {public}/v2, health at {public}/healthz)"
     );
-    println!("not built yet: the conversation pipeline — a call connects, but the replica does not hear or answer yet");
     crate::http::serve(listener, state, shutdown).await?;
     // Graceful shutdown: end this host's calls, give the deliverer a moment to send their webhooks.
     host.shutdown_all().await;

@@ -119,13 +119,31 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Ready means "can take a conversation". Until the conversation pipeline
 /// exists this host cannot, and says so, so no load balancer sends it calls.
-async fn readyz() -> impl IntoResponse {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(
-            json!({ "ready": false, "reason": "the conversation pipeline is not built yet: calls connect and show the replica, but it does not hear or answer" }),
-        ),
-    )
+/// Ready for another call: this host runs the conversation loop and its
+/// executor has room (sessions under the limit, load under the mark). A
+/// load balancer sends new calls elsewhere while it says no; calls already
+/// here go on.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let executor = state.api.edge.as_ref().and_then(|edge| edge.executor());
+    let Some(executor) = executor else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "ready": false, "reason": "this host runs no conversation loop" })),
+        );
+    };
+    let figures = json!({
+        "sessions": executor.sessions(),
+        "max_sessions": executor.max_sessions,
+        "load": (executor.load() * 1000.0).round() / 1000.0,
+    });
+    if executor.accepting() {
+        (StatusCode::OK, axum::Json(json!({ "ready": true, "executor": figures })))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "ready": false, "reason": "at capacity", "executor": figures })),
+        )
+    }
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {

@@ -32,7 +32,7 @@ async fn health_readiness_metrics_and_status() {
     assert!(body.contains("\"status\":\"ok\""), "{body}");
 
     let (status, body) = get(&app, "/readyz").await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "no conversation pipeline yet: not ready for calls");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "no conversation loop on this host: not ready for calls");
     assert!(body.contains("not built yet"), "{body}");
 
     let (status, body) = get(&app, "/").await;

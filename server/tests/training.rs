@@ -129,7 +129,12 @@ fn a_call_shows_its_trained_replica_alive() {
     replica.save(&config.replica_dir("rastro")).unwrap();
 
     let factory = replica_media(replicas.path().to_path_buf(), 512);
-    let mut media = factory(Joining { conversation: "c1", replica: Some("rastro") });
+    let mut media = factory(Joining {
+        conversation: "c1",
+        replica: Some("rastro"),
+        document: &serde_json::Value::Null,
+        persona: None,
+    });
     let frame_at = |media: &mut Box<dyn tete_server::edge::SessionMedia>, wait: Duration| {
         std::thread::sleep(wait);
         media.next_video().expect("a frame")
@@ -144,13 +149,19 @@ fn a_call_shows_its_trained_replica_alive() {
     assert!(changed > 1000, "the face moves: {changed} bytes changed in 1.5 s");
 
     for replica in [Some("rnottrained"), None] {
-        let mut grey = factory(Joining { conversation: "c2", replica });
+        let mut grey =
+            factory(Joining { conversation: "c2", replica, document: &serde_json::Value::Null, persona: None });
         let frame = grey.next_video().expect("a frame");
         assert!(frame.i420[..512 * 512].iter().all(|&y| y == frame.i420[0]), "{replica:?}: a flat frame");
     }
 
     let smaller = replica_media(replicas.path().to_path_buf(), 256);
-    let mut media = smaller(Joining { conversation: "c3", replica: Some("rastro") });
+    let mut media = smaller(Joining {
+        conversation: "c3",
+        replica: Some("rastro"),
+        document: &serde_json::Value::Null,
+        persona: None,
+    });
     let frame = frame_at(&mut media, Duration::from_millis(500));
     assert_eq!((frame.width, frame.height, frame.i420.len()), (256, 256, 256 * 256 * 3 / 2));
     // The same picture at half the size: the mean luma of each quarter agrees.
@@ -171,6 +182,7 @@ fn a_call_shows_its_trained_replica_alive() {
     for (b, s) in big.iter().zip(&small) {
         assert!((b - s).abs() < 12.0, "quarter luma means {big:.0?} at 512 against {small:.0?} at 256");
     }
-    let mut grey = smaller(Joining { conversation: "c4", replica: None });
+    let mut grey =
+        smaller(Joining { conversation: "c4", replica: None, document: &serde_json::Value::Null, persona: None });
     assert_eq!(grey.next_video().unwrap().width, 256);
 }

@@ -88,7 +88,8 @@ impl Resident {
         };
         let asr_dir = ready_dir(manifest, store, &ids.asr, "asr")?;
         let asr = Whisper::load(&asr_dir, device).map_err(|e| load_error(&ids.asr, e))?;
-        let llm = LlmModel::load(&gguf_path(manifest, store, &ids.llm)?, device).map_err(|e| load_error(&ids.llm, e))?;
+        let llm =
+            LlmModel::load(&gguf_path(manifest, store, &ids.llm)?, device).map_err(|e| load_error(&ids.llm, e))?;
         let tts_dir = ready_dir(manifest, store, &ids.tts, "tts")?;
         let voice = Voice::load(&tts_dir, &Device::Cpu).map_err(|e| load_error(&ids.tts, e))?;
         Ok(Self {

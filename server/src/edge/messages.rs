@@ -5,25 +5,8 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// A client → replica message, checked.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ClientMessage {
-    /// Speak exactly this text.
-    EchoText(String),
-    /// Play this audio (already decoded from base64; `sample_rate` Hz, 16-bit mono).
-    EchoAudio {
-        pcm: Vec<i16>,
-        sample_rate: u32,
-    },
-    /// As if the user had said `text`.
-    Respond(String),
-    Interrupt,
-    OverwriteContext(String),
-    AppendContext(String),
-    /// `conversation.sensitivity`: the properties as sent (the turn-taking
-    /// layer checks them).
-    Sensitivity(Value),
-}
+/// A client → replica message, checked (the dialogue's own type).
+pub type ClientMessage = tete_engine::dialogue::Interaction;
 
 #[derive(Debug, Deserialize)]
 struct Envelope {

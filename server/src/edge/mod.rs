@@ -15,10 +15,16 @@
 //!
 //! Media goes through a [`SessionMedia`] per peer: the replica's audio is
 //! pulled from it every 20 ms and its video 25 times a second; the user's
-//! audio, camera frames, data-channel messages and presence are pushed to
-//! it. Until the replica pipeline exists, the host's default gives silence
-//! and a grey frame and drops what it hears and sees.
+//! audio, camera frames, data-channel messages, presence and what
+//! perception notices are pushed to it; the events it has for the client
+//! go out on the data channel and its transcript lines into the
+//! conversation's transcript. On a host with the conversation loop
+//! ([`conversation::conversation_media`]) that is a live session on the
+//! executor; without, the replica's idle face and silence. A host whose
+//! executor is at capacity refuses new peers (503) rather than put its
+//! calls off their deadlines.
 
+pub mod conversation;
 pub mod face;
 pub mod messages;
 pub mod peer;
@@ -58,11 +64,13 @@ pub struct EdgeConfig {
     pub recordings: Option<RecordingStore>,
     /// Perception of the user's camera (without, calls are not looked at).
     pub perception: Option<PerceptionConfig>,
+    /// The executor the calls' conversation loop runs on, if this host runs it.
+    pub executor: Option<Arc<tete_engine::scheduler::Executor>>,
 }
 
 impl Default for EdgeConfig {
     fn default() -> Self {
-        Self { bind_ip: IpAddr::from([127, 0, 0, 1]), max_peers: 1, recordings: None, perception: None }
+        Self { bind_ip: IpAddr::from([127, 0, 0, 1]), max_peers: 1, recordings: None, perception: None, executor: None }
     }
 }
 
@@ -87,13 +95,26 @@ pub trait SessionMedia: Send + 'static {
     fn message(&mut self, message: ClientMessage);
     /// The peer is connected (`true`) or gone (`false`).
     fn presence(&mut self, connected: bool);
+    /// Events for the client's data channel (whole JSON messages).
+    fn events(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Lines for the conversation's transcript: (role, text).
+    fn utterances(&mut self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+    /// Perception noticed something about the user.
+    fn noticed(&mut self, _note: &str) {}
 }
 
-/// Who a new peer joins: the conversation, and its replica if it has one.
+/// Who a new peer joins: the conversation, its replica if it has one, its
+/// stored document and its persona's.
 #[derive(Debug, Clone, Copy)]
 pub struct Joining<'a> {
     pub conversation: &'a str,
     pub replica: Option<&'a str>,
+    pub document: &'a serde_json::Value,
+    pub persona: Option<&'a serde_json::Value>,
 }
 
 /// Makes the media of each new peer of a conversation.
@@ -120,7 +141,7 @@ pub fn replica_media(replicas_dir: std::path::PathBuf, size: u32) -> MediaFactor
 /// Silence and a grey frame out, nothing kept: the host's media until the
 /// replica pipeline speaks and renders.
 struct Silent {
-    size: usize,
+    pub(super) size: usize,
 }
 
 impl SessionMedia for Silent {
@@ -173,6 +194,11 @@ impl Edge {
     pub async fn recordings_kept(&self, timeout: Duration) -> bool {
         let mut keeping = self.keeping.subscribe();
         tokio::time::timeout(timeout, keeping.wait_for(|n| *n == 0)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// The executor the calls run on, if this host runs the conversation loop.
+    pub fn executor(&self) -> Option<&tete_engine::scheduler::Executor> {
+        self.config.executor.as_deref()
     }
 
     /// Peers connected (or connecting) to `conversation`.
@@ -296,10 +322,31 @@ async fn join(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap
         Ok(accepted) => accepted,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    if let Some(executor) = &edge.config.executor
+        && !executor.accepting()
+    {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "this host is at capacity; try another host");
+    }
+    let persona = match &row.persona_id {
+        None => None,
+        Some(persona) => match api.db().persona(persona).await {
+            Ok(persona) => persona.map(|p| p.document),
+            Err(e) => {
+                tracing::error!(conversation = %id, "reading persona {persona}: {e}");
+                return refuse(StatusCode::INTERNAL_SERVER_ERROR, "the conversation's persona could not be read");
+            }
+        },
+    };
     // Replica files are read and a render thread started: off the async threads.
     let (factory, conversation, replica) = (edge.media.clone(), id.clone(), row.replica_id.clone());
+    let (document, persona_doc) = (row.document.clone(), persona.clone());
     let made = tokio::task::spawn_blocking(move || {
-        factory(Joining { conversation: &conversation, replica: replica.as_deref() })
+        factory(Joining {
+            conversation: &conversation,
+            replica: replica.as_deref(),
+            document: &document,
+            persona: persona_doc.as_ref(),
+        })
     });
     let media = match made.await {
         Ok(media) => media,
@@ -310,17 +357,7 @@ async fn join(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap
     };
     let session = crate::ids::random_token(12);
     let record_to = record_to(&edge, &row, &session);
-    let asks = match (&edge.config.perception, &row.persona_id) {
-        (None, _) => None,
-        (Some(_), None) => PerceptionAsks::from_persona(None),
-        (Some(_), Some(persona)) => match api.db().persona(persona).await {
-            Ok(persona) => PerceptionAsks::from_persona(persona.as_ref().map(|p| &p.document)),
-            Err(e) => {
-                tracing::warn!(conversation = %id, "reading persona {persona} for perception: {e}");
-                PerceptionAsks::from_persona(None)
-            }
-        },
-    };
+    let asks = edge.config.perception.as_ref().and_then(|_| PerceptionAsks::from_persona(persona.as_ref()));
     let watch_for = edge.config.perception.clone().zip(asks);
     let (stop, stopped) = oneshot::channel();
     {
@@ -330,7 +367,9 @@ async fn join(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap
         }
         sessions.insert(session.clone(), Session { conversation: id.clone(), stop: Some(stop) });
     }
+    let transcript = transcript_writer(api.clone(), id.clone());
     let driver = Driver {
+        transcript,
         peer,
         socket,
         media,
@@ -376,8 +415,33 @@ async fn leave(State(api): State<Api>, Path((id, session)): Path<(String, String
     }
 }
 
+/// Writes a call's transcript lines in order as they come.
+fn transcript_writer(api: Api, conversation: String) -> tokio::sync::mpsc::UnboundedSender<(&'static str, String)> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(&'static str, String)>();
+    tokio::spawn(async move {
+        while let Some((role, content)) = rx.recv().await {
+            let now = crate::db::rfc3339(crate::db::now_us());
+            let row = crate::db::UtteranceRow {
+                seq: 0,
+                // The transcript speaks OpenAI's roles.
+                role: if role == "replica" { "assistant".into() } else { role.into() },
+                content,
+                started_at: now.clone(),
+                ended_at: now,
+                interrupted: false,
+            };
+            if let Err(e) = api.db().append_utterance(&conversation, &row).await {
+                tracing::error!(conversation, "a transcript line was not kept: {e}");
+            }
+        }
+    });
+    tx
+}
+
 /// One peer's task: its socket, its clock, its media.
 struct Driver {
+    /// Where the call's transcript lines go.
+    transcript: tokio::sync::mpsc::UnboundedSender<(&'static str, String)>,
     peer: Peer,
     socket: UdpSocket,
     media: Box<dyn SessionMedia>,
@@ -456,6 +520,7 @@ impl Driver {
                         Ok(None) => {}
                         Err(e) => tracing::debug!("peer audio out: {e}"),
                     }
+                    self.exchange();
                 }
                 _ = video.tick(), if connected => {
                     if self.watcher.as_ref().is_some_and(Watcher::present) {
@@ -489,6 +554,22 @@ impl Driver {
             let name = format!("{}-{}", self.conversation, self.session);
             keep(&api, &store, recorder, &self.conversation, &name).await;
             edge.keeping.send_modify(|n| *n -= 1);
+        }
+    }
+
+    /// The session's events out to the client, its transcript lines to
+    /// the transcript, and what perception noticed in.
+    fn exchange(&mut self) {
+        for event in self.media.events() {
+            self.peer.send_text(&event);
+        }
+        for line in self.media.utterances() {
+            let _ = self.transcript.send(line);
+        }
+        if let Some(watcher) = &self.watcher {
+            for note in watcher.take_notes() {
+                self.media.noticed(&note.text);
+            }
         }
     }
 

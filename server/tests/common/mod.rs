@@ -315,6 +315,29 @@ pub fn chromium(
     args: &[&str],
     tag: &'static str,
 ) -> (Browser, std::sync::mpsc::Receiver<serde_json::Value>) {
+    chromium_with(dir, args, move |line| console_json(line, tag))
+}
+
+/// Like [`chromium`], for pages that log under several tags: each
+/// `"tete-<name> {json}"` console line comes out as `{"tag": "tete-<name>",
+/// "value": {json}}`.
+pub fn chromium_tagged(
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (Browser, std::sync::mpsc::Receiver<serde_json::Value>) {
+    chromium_with(dir, args, |line| {
+        let start = line.find("\"tete-")? + 1;
+        let tag = line[start..].split_whitespace().next()?;
+        let value = console_json(line, tag)?;
+        Some(serde_json::json!({"tag": tag, "value": value}))
+    })
+}
+
+fn chromium_with(
+    dir: &std::path::Path,
+    args: &[&str],
+    parse: impl Fn(&str) -> Option<serde_json::Value> + Send + 'static,
+) -> (Browser, std::sync::mpsc::Receiver<serde_json::Value>) {
     use std::os::unix::process::CommandExt as _;
     let mut child = std::process::Command::new("chromium")
         .args([
@@ -341,7 +364,7 @@ pub fn chromium(
         .process_group(0)
         .spawn()
         .expect("chromium (scripts/setup-system.sh installs it)");
-    let rx = console_lines(child.stderr.take().unwrap(), move |line| console_json(line, tag));
+    let rx = console_lines(child.stderr.take().unwrap(), parse);
     (Browser(child), rx)
 }
 
