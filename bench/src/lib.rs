@@ -1,2 +1,6 @@
-//! Benchmarks live in `benches/` (criterion); the end-to-end latency
-//! harness lands here with the conversation loop.
+//! Benchmarks live in `benches/` (criterion and plain mains); the
+//! conversation loop's latency harness is here, run by
+//! `cargo bench -p tete-bench --bench conversation`.
+
+pub mod harness;
+pub mod in_process;

@@ -102,6 +102,10 @@ pub struct HearingSession {
     in_turn: bool,
     /// The turn's length in samples when the current pause was heard.
     pause_len: Option<usize>,
+    /// Smart Turn's verdict on the turn as it stood when the pause was
+    /// heard, made alongside the pause's decode: the endpoint's first
+    /// evaluation of that pause takes it instead of waiting for a model run.
+    pause_verdict: Option<f32>,
     replica_speaking: bool,
     /// P(speech) at which a VAD chunk counts as voiced.
     start_threshold: f32,
@@ -127,6 +131,7 @@ impl HearingSession {
             turn_audio: Vec::new(),
             in_turn: false,
             pause_len: None,
+            pause_verdict: None,
             replica_speaking: false,
             start_threshold: config.vad.start_threshold,
             interrupted: false,
@@ -190,6 +195,7 @@ impl HearingSession {
                         self.begin_turn()?;
                     }
                     self.pause_len = None;
+                    self.pause_verdict = None;
                     self.endpoint.speech_started();
                     self.barge_in.speech_started(at);
                     events.push(HearingEvent::SpeechStarted { at });
@@ -201,7 +207,21 @@ impl HearingSession {
                         // Decode the turn up to this pause now: if the pause
                         // ends the turn, its final is already there.
                         self.pause_len = Some(self.asr.len());
-                        if let Some(partial) = self.asr.step_now(&models.asr)? {
+                        // The pause's decode and Smart Turn's verdict on
+                        // it run side by side, on a core each.
+                        let (asr, turn_audio, mel) = (&mut self.asr, &self.turn_audio, &mut self.mel);
+                        let (partial, verdict) = std::thread::scope(|scope| {
+                            let verdict =
+                                models.turn.as_ref().map(|model| scope.spawn(|| model.predict(turn_audio, mel)));
+                            let partial = asr.step_now(&models.asr);
+                            (partial, verdict.map(|v| v.join()))
+                        });
+                        self.pause_verdict = match verdict {
+                            Some(Ok(Ok(p))) => Some(p),
+                            Some(Ok(Err(e))) => return Err(e.into()),
+                            _ => None,
+                        };
+                        if let Some(partial) = partial? {
                             events.push(HearingEvent::Partial(partial));
                         }
                     }
@@ -244,9 +264,10 @@ impl HearingSession {
         }
         let mut action = self.endpoint.poll(self.now);
         if action == TurnAction::Evaluate {
-            let p = match &models.turn {
-                Some(model) => model.predict(&self.turn_audio, &mut self.mel)?,
-                None => 0.0,
+            let p = match (&models.turn, self.pause_verdict.take()) {
+                (Some(_), Some(early)) => early,
+                (Some(model), None) => model.predict(&self.turn_audio, &mut self.mel)?,
+                (None, _) => 0.0,
             };
             action = self.endpoint.model_verdict(p, self.now);
         }
@@ -305,6 +326,7 @@ impl HearingSession {
     fn drop_turn(&mut self) {
         self.in_turn = false;
         self.pause_len = None;
+        self.pause_verdict = None;
         self.turn_audio.clear();
         self.asr.reset();
         self.endpoint.reset();

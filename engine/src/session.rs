@@ -54,6 +54,10 @@ pub struct TurnTimings {
     pub first_played: Instant,
     /// The reply was started before the end of the turn and kept.
     pub speculative: bool,
+    /// How long after its audio arrived the end of the turn was decided:
+    /// the executor's processing and queueing, apart from the silence the
+    /// decision waited for.
+    pub decision_lag: Duration,
 }
 
 /// A phrase's audio on the playback clock.
@@ -92,7 +96,7 @@ pub struct LiveSession {
     heard: u64,
     speech_end: Option<Instant>,
     /// The last end of the user's turn not answered yet: (speech end, decision).
-    turn_end: Option<(Option<Instant>, Instant)>,
+    turn_end: Option<(Option<Instant>, Instant, Duration)>,
     /// Recent replies' marks, by turn.
     replies: HashMap<u64, ReplyMarks>,
     timings: Vec<TurnTimings>,
@@ -266,8 +270,9 @@ impl LiveSession {
             Output::Heard(event) => {
                 match &event {
                     HearingEvent::SpeechStopped { at } => self.speech_end = Some(self.when_heard(*at)),
-                    HearingEvent::EndOfTurn { transcript, .. } if !transcript.text.trim().is_empty() => {
-                        self.turn_end = Some((self.speech_end.take(), now));
+                    HearingEvent::EndOfTurn { transcript, at, .. } if !transcript.text.trim().is_empty() => {
+                        let lag = now.saturating_duration_since(self.when_heard(*at));
+                        self.turn_end = Some((self.speech_end.take(), now, lag));
                     }
                     _ => {}
                 }
@@ -352,7 +357,7 @@ impl LiveSession {
         }
         for (turn, seq) in started {
             if let Some(marks) = self.replies.remove(&turn)
-                && let Some((speech_end, end_of_turn)) = self.turn_end.take()
+                && let Some((speech_end, end_of_turn, decision_lag)) = self.turn_end.take()
             {
                 self.timings.push(TurnTimings {
                     speech_end,
@@ -361,6 +366,7 @@ impl LiveSession {
                     first_audio: marks.first_audio,
                     first_played: now,
                     speculative: marks.started < end_of_turn,
+                    decision_lag,
                 });
             }
             self.dialogue.playing(at, turn, seq);

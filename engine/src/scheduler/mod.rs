@@ -4,8 +4,12 @@
 //! lock-free queue (crossbeam) and read results from their own queue, so
 //! the network side never waits on compute.
 //!
-//! The executor runs the most urgent item first (earliest deadline, then
-//! the order they came in). A reply is composed one token per item, so
+//! The executor has two lanes, each a thread with its own queue: hearing
+//! (VAD, turn detection, ASR, the echo gate) and replying (prefill,
+//! decode, speech), so a turn's end is decided while another session's
+//! reply is composed and spoken, and a speculative reply is composed while
+//! the turn detector still weighs the pause. Each lane runs its most urgent
+//! item first (earliest deadline, then the order they came in). A reply is composed one token per item, so
 //! hearing and speech of other sessions interleave with it, and the decode
 //! steps of every session composing at that moment run as one batched
 //! forward. Each item's enqueue, start and end times feed per-stage
@@ -14,7 +18,7 @@
 //! can take another session.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,7 +31,7 @@ use crate::llm::chat::{self, CompletionOptions, ToolSet};
 use crate::llm::openai::Message;
 use crate::llm::tools::ToolChoice;
 use crate::llm::{FinishReason, GenerateConfig, Generator, LlmModel, LlmSession, PhraseChunker, Prefix, Step};
-use crate::tts::{Speaker, SpeechChunk, Voice, VoiceSettings};
+use crate::tts::{Speaker, SpeechChunk, SpeechJob, Voice, VoiceSettings};
 use crate::turn::{Interruptibility, Patience};
 
 mod resident;
@@ -97,7 +101,23 @@ impl Stage {
     fn index(self) -> usize {
         STAGES.iter().position(|s| *s == self).unwrap_or(0)
     }
+
+    fn lane(self) -> Lane {
+        match self {
+            Stage::Hear | Stage::Echo => Lane::Hearing,
+            Stage::Prefill | Stage::Decode | Stage::Speak => Lane::Reply,
+        }
+    }
 }
+
+/// The executor's lanes: a thread and a queue each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Hearing,
+    Reply,
+}
+
+const LANES: [Lane; 2] = [Lane::Hearing, Lane::Reply];
 
 /// Work a session asks for.
 #[derive(Debug, Clone)]
@@ -187,8 +207,8 @@ struct StageCounters {
 /// Shared between the executor and its handles: figures, load, cancels.
 struct Shared {
     stages: [StageCounters; 5],
-    /// Busy share of the executor over the last seconds, in thousandths.
-    load: AtomicU32,
+    /// Busy share of each lane over the last seconds, in thousandths.
+    load: [AtomicU32; 2],
     sessions: AtomicU32,
     next_session: AtomicU64,
 }
@@ -202,9 +222,10 @@ enum Command {
 
 /// The executor of one device.
 pub struct Executor {
-    commands: Sender<Command>,
+    /// One queue per lane.
+    commands: [Sender<Command>; 2],
     shared: Arc<Shared>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
     /// Sessions it takes at most.
     pub max_sessions: u32,
 }
@@ -219,18 +240,26 @@ impl std::fmt::Debug for Executor {
 pub const MAX_LOAD: f32 = 0.85;
 
 impl Executor {
-    /// Starts the executor's thread with `resident` models.
+    /// Starts the executor's lanes with `resident` models.
     pub fn start(resident: Resident, max_sessions: u32) -> std::io::Result<Self> {
-        let (commands, rx) = unbounded();
         let shared = Arc::new(Shared {
             stages: Default::default(),
-            load: AtomicU32::new(0),
+            load: Default::default(),
             sessions: AtomicU32::new(0),
             next_session: AtomicU64::new(1),
         });
-        let run = Run::new(resident, shared.clone());
-        let thread = std::thread::Builder::new().name("executor".into()).spawn(move || run.run(rx))?;
-        Ok(Self { commands, shared, thread: Some(thread), max_sessions })
+        let (hearing, hearing_rx) = unbounded();
+        let (reply, reply_rx) = unbounded();
+        let mut threads = Vec::new();
+        for (lane, rx) in LANES.into_iter().zip([hearing_rx, reply_rx]) {
+            let run = Run::new(lane, resident.clone(), shared.clone());
+            let name = match lane {
+                Lane::Hearing => "executor-hearing",
+                Lane::Reply => "executor-reply",
+            };
+            threads.push(std::thread::Builder::new().name(name.into()).spawn(move || run.run(rx))?);
+        }
+        Ok(Self { commands: [hearing, reply], shared, threads, max_sessions })
     }
 
     /// Opens a session; its results come on the handle.
@@ -239,13 +268,17 @@ impl Executor {
         let (out, results) = unbounded();
         let cancelled = Arc::new(AtomicU64::new(0));
         self.shared.sessions.fetch_add(1, Ordering::Relaxed);
-        let _ = self.commands.send(Command::Open { id, setup: Box::new(setup), out, cancelled: cancelled.clone() });
+        for commands in &self.commands {
+            let command =
+                Command::Open { id, setup: Box::new(setup.clone()), out: out.clone(), cancelled: cancelled.clone() };
+            let _ = commands.send(command);
+        }
         SessionHandle { id, commands: self.commands.clone(), results, cancelled, shared: self.shared.clone() }
     }
 
-    /// Busy share of the executor over the last seconds (0–1).
+    /// Busy share of the executor's busiest lane over the last seconds (0–1).
     pub fn load(&self) -> f32 {
-        self.shared.load.load(Ordering::Relaxed) as f32 / 1000.0
+        self.shared.load.iter().map(|l| l.load(Ordering::Relaxed)).max().unwrap_or(0) as f32 / 1000.0
     }
 
     pub fn sessions(&self) -> u32 {
@@ -275,8 +308,10 @@ impl Executor {
 
 impl Drop for Executor {
     fn drop(&mut self) {
-        let _ = self.commands.send(Command::Stop);
-        if let Some(thread) = self.thread.take() {
+        for commands in &self.commands {
+            let _ = commands.send(Command::Stop);
+        }
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
@@ -285,7 +320,7 @@ impl Drop for Executor {
 /// A session's end of the executor.
 pub struct SessionHandle {
     id: u64,
-    commands: Sender<Command>,
+    commands: [Sender<Command>; 2],
     results: Receiver<Output>,
     /// Replies up to this turn are cancelled.
     cancelled: Arc<AtomicU64>,
@@ -301,7 +336,8 @@ impl std::fmt::Debug for SessionHandle {
 impl SessionHandle {
     /// Queues work; never waits.
     pub fn push(&self, work: Work) {
-        let _ = self.commands.send(Command::Work { id: self.id, work, enqueued: Instant::now() });
+        let lane = work.stage().lane() as usize;
+        let _ = self.commands[lane].send(Command::Work { id: self.id, work, enqueued: Instant::now() });
     }
 
     /// Cancels reply `turn` (and every earlier one) at once: composing
@@ -324,7 +360,9 @@ impl SessionHandle {
 impl Drop for SessionHandle {
     fn drop(&mut self) {
         self.shared.sessions.fetch_sub(1, Ordering::Relaxed);
-        let _ = self.commands.send(Command::Close { id: self.id });
+        for commands in &self.commands {
+            let _ = commands.send(Command::Close { id: self.id });
+        }
     }
 }
 
@@ -380,7 +418,25 @@ struct Session {
     tools: ToolSet,
     composing: Option<Composing>,
     speaker: Option<Speaker>,
+    /// Phrases to say, in order; the first is being said.
+    speech: VecDeque<Phrase>,
     voice: VoiceSettings,
+}
+
+/// A phrase to say, and its speech once started.
+struct Phrase {
+    turn: u64,
+    seq: u32,
+    text: String,
+    job: Option<SpeechJob>,
+}
+
+/// What an item leaves to do.
+enum Next {
+    /// The reply of this turn composes its next token.
+    Decode(u64),
+    /// The session's speech goes on, within this time.
+    Speak(Duration),
 }
 
 impl Session {
@@ -397,8 +453,9 @@ impl Session {
     }
 }
 
-/// The executor thread's state.
+/// The state of one lane's thread.
 struct Run {
+    lane: Lane,
     resident: Resident,
     shared: Arc<Shared>,
     sessions: HashMap<u64, Session>,
@@ -412,8 +469,9 @@ struct Run {
 }
 
 impl Run {
-    fn new(resident: Resident, shared: Arc<Shared>) -> Self {
+    fn new(lane: Lane, resident: Resident, shared: Arc<Shared>) -> Self {
         Self {
+            lane,
             resident,
             shared,
             sessions: HashMap::new(),
@@ -464,18 +522,33 @@ impl Run {
         let window = self.sample_started.elapsed();
         if window >= Duration::from_secs(1) {
             let share = (self.busy_since_sample.as_secs_f64() / window.as_secs_f64()).min(1.0);
-            let old = self.shared.load.load(Ordering::Relaxed) as f64 / 1000.0;
-            let smoothed = 0.5 * old + 0.5 * share;
-            self.shared.load.store((smoothed * 1000.0) as u32, Ordering::Relaxed);
-            metrics::gauge!("tete_executor_load").set(smoothed);
+            let load = &self.shared.load[self.lane as usize];
+            let smoothed = 0.5 * f64::from(load.load(Ordering::Relaxed)) / 1000.0 + 0.5 * share;
+            load.store((smoothed * 1000.0) as u32, Ordering::Relaxed);
+            let lane = match self.lane {
+                Lane::Hearing => "hearing",
+                Lane::Reply => "reply",
+            };
+            metrics::gauge!("tete_executor_load", "lane" => lane).set(smoothed);
             self.busy_since_sample = Duration::ZERO;
             self.sample_started = Instant::now();
         }
     }
 
     fn enqueue(&mut self, session: u64, stage: Stage, work: Option<Work>, turn: u64, enqueued: Instant) {
+        self.enqueue_by(session, stage, work, turn, enqueued, enqueued + stage.budget());
+    }
+
+    fn enqueue_by(
+        &mut self,
+        session: u64,
+        stage: Stage,
+        work: Option<Work>,
+        turn: u64,
+        enqueued: Instant,
+        deadline: Instant,
+    ) {
         self.order += 1;
-        let deadline = enqueued + stage.budget();
         self.queue.push(Reverse(Item { session, stage, work, turn, enqueued, deadline, order: self.order }));
     }
 
@@ -502,11 +575,23 @@ impl Run {
 
     fn open(&mut self, setup: SessionSetup, out: Sender<Output>, cancelled: Arc<AtomicU64>) -> Session {
         let SessionSetup { hearing, persona, tools, voice } = setup;
-        let mut session =
-            Session { out, cancelled, hearing: None, llm: None, tools, composing: None, speaker: None, voice };
-        match HearingSession::new(&self.resident.hearing, hearing) {
-            Ok(h) => session.hearing = Some(h),
-            Err(e) => session.failed(Stage::Hear, format!("hearing cannot start: {e}")),
+        let mut session = Session {
+            out,
+            cancelled,
+            hearing: None,
+            llm: None,
+            tools,
+            composing: None,
+            speaker: None,
+            speech: VecDeque::new(),
+            voice,
+        };
+        if self.lane == Lane::Hearing {
+            match HearingSession::new(&self.resident.hearing, hearing) {
+                Ok(h) => session.hearing = Some(h),
+                Err(e) => session.failed(Stage::Hear, format!("hearing cannot start: {e}")),
+            }
+            return session;
         }
         match Speaker::new(self.resident.voice.clone()) {
             Ok(s) => session.speaker = Some(s),
@@ -552,10 +637,17 @@ impl Run {
             items.extend(decodes.into_iter().map(|Reverse(i)| i));
             self.decode(&items);
         } else if let Some(session) = self.sessions.get_mut(&items[0].session) {
-            if let Some(work) = items[0].work.take()
-                && let Some(turn) = run_work(&self.resident, session, work)
-            {
-                self.enqueue(items[0].session, Stage::Decode, None, turn, Instant::now());
+            let id = items[0].session;
+            let next = match items[0].work.take() {
+                Some(work) => run_work(&self.resident, session, work),
+                // A speech item: the next chunk of the session's speech.
+                None => speak_next(session).map(Next::Speak),
+            };
+            let now = Instant::now();
+            match next {
+                Some(Next::Decode(turn)) => self.enqueue(id, Stage::Decode, None, turn, now),
+                Some(Next::Speak(within)) => self.enqueue_by(id, Stage::Speak, None, 0, now, now + within),
+                None => {}
             }
         }
         let ended = Instant::now();
@@ -669,9 +761,8 @@ fn finish_composing(session: &mut Session, reason: FinishReason) {
     session.send(Output::Composed { turn: composing.turn, end: ReplyEnd::Done });
 }
 
-/// Runs one item's work for `session`; a reply to compose token by token
-/// returns its turn.
-fn run_work(resident: &Resident, session: &mut Session, work: Work) -> Option<u64> {
+/// Runs one item's work for `session`; says what it leaves to do.
+fn run_work(resident: &Resident, session: &mut Session, work: Work) -> Option<Next> {
     match work {
         Work::Hear(pcm) => {
             let Some(hearing) = session.hearing.as_mut() else { return None };
@@ -715,7 +806,7 @@ fn run_work(resident: &Resident, session: &mut Session, work: Work) -> Option<u6
                         chunker: PhraseChunker::new(),
                         phrases: 0,
                     });
-                    return Some(turn);
+                    return Some(Next::Decode(turn));
                 }
                 Err(e) => session.send(Output::Composed {
                     turn,
@@ -723,7 +814,15 @@ fn run_work(resident: &Resident, session: &mut Session, work: Work) -> Option<u6
                 }),
             }
         }
-        Work::Speak { turn, seq, text } => speak(session, turn, seq, &text),
+        Work::Speak { turn, seq, text } => {
+            if session.is_cancelled(turn) {
+                return None;
+            }
+            session.speech.push_back(Phrase { turn, seq, text, job: None });
+            if session.speech.len() == 1 {
+                return Some(Next::Speak(Stage::Speak.budget()));
+            }
+        }
     }
     None
 }
@@ -779,40 +878,42 @@ fn complete_with_tools(resident: &Resident, session: &mut Session, turn: u64, me
     session.send(Output::Composed { turn, end });
 }
 
-/// Speaks one phrase, sending each chunk as it is made; a cancel stops it
-/// between chunks.
-fn speak(session: &mut Session, turn: u64, seq: u32, text: &str) {
-    if session.is_cancelled(turn) {
-        return;
-    }
-    let cancelled = session.cancelled.clone();
+/// Makes the next chunk of the session's speech and sends it; says how
+/// soon the chunk after it is due (while this one plays), if there is one.
+/// Phrases of cancelled replies are dropped unsaid.
+fn speak_next(session: &mut Session) -> Option<Duration> {
+    let cancelled = session.cancelled.load(Ordering::Acquire);
+    session.speech.retain(|p| p.turn > cancelled);
     let out = session.out.clone();
-    let Some(speaker) = session.speaker.as_mut() else {
+    let phrase = session.speech.front_mut()?;
+    let (turn, seq) = (phrase.turn, phrase.seq);
+    let done = |session: &mut Session| {
+        session.speech.pop_front();
         let _ = out.send(Output::Speech { turn, seq, chunk: SpeechChunk::default(), last: true });
-        return;
+        (!session.speech.is_empty()).then(|| Stage::Speak.budget())
     };
-    let settings = session.voice.clone();
-    let speech = match speaker.say(text, settings) {
-        Ok(speech) => speech,
-        Err(e) => {
-            let _ = out.send(Output::Failed { stage: Stage::Speak, error: e.to_string() });
-            let _ = out.send(Output::Speech { turn, seq, chunk: SpeechChunk::default(), last: true });
-            return;
-        }
-    };
-    for chunk in speech {
-        if turn <= cancelled.load(Ordering::Acquire) {
-            return;
-        }
-        match chunk {
-            Ok(chunk) => {
-                let _ = out.send(Output::Speech { turn, seq, chunk, last: false });
-            }
+    let Some(speaker) = session.speaker.as_mut() else { return done(session) };
+    if phrase.job.is_none() {
+        match speaker.start(&phrase.text, session.voice) {
+            Ok(job) => phrase.job = Some(job),
             Err(e) => {
                 let _ = out.send(Output::Failed { stage: Stage::Speak, error: e.to_string() });
-                break;
+                return done(session);
             }
         }
     }
-    let _ = out.send(Output::Speech { turn, seq, chunk: SpeechChunk::default(), last: true });
+    let Some(job) = phrase.job.as_mut() else { return done(session) };
+    match speaker.next_chunk(job) {
+        Ok(Some(chunk)) => {
+            // The next chunk is due before this one has played out.
+            let plays = Duration::from_secs_f64(chunk.audio.len() as f64 / f64::from(crate::tts::OUTPUT_RATE));
+            let _ = out.send(Output::Speech { turn, seq, chunk, last: false });
+            Some(plays.mul_f64(0.6).max(Duration::from_millis(10)))
+        }
+        Ok(None) => done(session),
+        Err(e) => {
+            let _ = out.send(Output::Failed { stage: Stage::Speak, error: e.to_string() });
+            done(session)
+        }
+    }
 }

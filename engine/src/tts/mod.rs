@@ -6,7 +6,8 @@ pub mod viseme;
 pub mod vits;
 
 pub use speaker::{
-    CHUNK_FRAMES, EMOTIONS, OUTPUT_RATE, Speaker, Speech, SpeechChunk, TtsError, Voice, VoiceConfig, VoiceSettings,
+    CHUNK_FRAMES, EMOTIONS, OUTPUT_RATE, Speaker, Speech, SpeechChunk, SpeechJob, TtsError, Voice, VoiceConfig,
+    VoiceSettings,
 };
 
 /// Latent frames in the first streamed chunk of a sentence (16 · 256 samples,

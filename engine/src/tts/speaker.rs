@@ -232,17 +232,82 @@ impl Speaker {
     /// pieces and sentences and synthesised as the chunks are taken). Text
     /// with nothing to say yields no chunks.
     pub fn say<'a>(&'a mut self, text: &str, settings: VoiceSettings) -> Result<Speech<'a>, TtsError> {
+        let job = self.start(text, settings)?;
+        Ok(Speech { speaker: self, job })
+    }
+
+    /// Like [`Speaker::say`], but the speech is held apart from the
+    /// speaker, so a scheduler can take its chunks one at a time between
+    /// other work ([`Speaker::next_chunk`]). Starting another drops what
+    /// the resampler held of the last.
+    pub fn start(&mut self, text: &str, settings: VoiceSettings) -> Result<SpeechJob, TtsError> {
         let scales = settings.scales(self.voice.config.scales)?;
         let pieces = split_text(text, MAX_PIECE_CHARS).into_iter().map(str::to_string).collect::<Vec<_>>();
         self.resampler.reset();
-        Ok(Speech {
-            speaker: self,
+        Ok(SpeechJob {
             scales,
             seed: settings.seed,
             pieces: pieces.into(),
             sentences: Default::default(),
             current: None,
         })
+    }
+
+    /// The next sentence of `job` with something to say, prepared; `None` at the end.
+    fn next_sentence(&mut self, job: &mut SpeechJob) -> Result<Option<Sentence>, TtsError> {
+        loop {
+            while job.sentences.is_empty() {
+                let Some(piece) = job.pieces.pop_front() else { return Ok(None) };
+                let sentences = self.phonemizer.phonemize(&piece)?;
+                job.sentences.extend(sentences.into_iter().map(|s| s.phonemes));
+            }
+            let Some(phonemes) = job.sentences.pop_front() else { continue };
+            let voice = &self.voice;
+            let encoded = voice.config.phoneme_ids.encode(&phonemes);
+            if encoded.phonemes.iter().all(Option::is_none) {
+                continue; // nothing the voice can say (emoji, unknown script)
+            }
+            job.seed = job.seed.wrapping_add(1);
+            let prepared = voice.model.prepare(&encoded.ids, job.scales, job.seed)?;
+            let samples: Vec<u32> = prepared.durations.iter().map(|&d| d * HOP as u32).collect();
+            let t = timeline(&encoded.phonemes, &samples, voice.config.sample_rate, self.clock());
+            return Ok(Some(Sentence { prepared, phonemes: t.phonemes, visemes: t.visemes, next: 0, chunk: 0 }));
+        }
+    }
+
+    /// The next chunk of `job`; `None` when it is all said.
+    pub fn next_chunk(&mut self, job: &mut SpeechJob) -> Result<Option<SpeechChunk>, TtsError> {
+        loop {
+            if job.current.is_none() {
+                job.current = self.next_sentence(job)?;
+                if job.current.is_none() {
+                    return Ok(None);
+                }
+            }
+            let Some(sentence) = job.current.as_mut() else { return Ok(None) };
+            let frames = sentence.prepared.frames();
+            let start = self.clock();
+            let mut chunk = SpeechChunk {
+                start,
+                phonemes: std::mem::take(&mut sentence.phonemes),
+                visemes: std::mem::take(&mut sentence.visemes),
+                ..Default::default()
+            };
+            let size = CHUNK_FRAMES[sentence.chunk.min(CHUNK_FRAMES.len() - 1)];
+            let end = (sentence.next + size).min(frames);
+            let audio = self.voice.model.decode_range(&sentence.prepared, sentence.next, end)?;
+            sentence.next = end;
+            sentence.chunk += 1;
+            self.resampler.push_into(&audio, &mut chunk.audio)?;
+            if end >= frames {
+                self.resampler.flush_into(&mut chunk.audio)?;
+                job.current = None;
+            }
+            self.clock += chunk.audio.len() as u64;
+            if !chunk.audio.is_empty() || !chunk.visemes.is_empty() {
+                return Ok(Some(chunk));
+            }
+        }
     }
 }
 
@@ -255,9 +320,9 @@ struct Sentence {
     chunk: usize,
 }
 
-/// The chunks of one [`Speaker::say`], synthesised as they are taken.
-pub struct Speech<'a> {
-    speaker: &'a mut Speaker,
+/// What is left to say of one text: its pieces, its sentences, and the
+/// sentence being synthesised.
+pub struct SpeechJob {
     scales: Scales,
     seed: u64,
     pieces: std::collections::VecDeque<String>,
@@ -266,68 +331,16 @@ pub struct Speech<'a> {
     current: Option<Sentence>,
 }
 
-impl Speech<'_> {
-    /// The next sentence with something to say, prepared; `None` at the end.
-    fn next_sentence(&mut self) -> Result<Option<Sentence>, TtsError> {
-        loop {
-            while self.sentences.is_empty() {
-                let Some(piece) = self.pieces.pop_front() else { return Ok(None) };
-                let sentences = self.speaker.phonemizer.phonemize(&piece)?;
-                self.sentences.extend(sentences.into_iter().map(|s| s.phonemes));
-            }
-            let Some(phonemes) = self.sentences.pop_front() else { continue };
-            let voice = &self.speaker.voice;
-            let encoded = voice.config.phoneme_ids.encode(&phonemes);
-            if encoded.phonemes.iter().all(Option::is_none) {
-                continue; // nothing the voice can say (emoji, unknown script)
-            }
-            self.seed = self.seed.wrapping_add(1);
-            let prepared = voice.model.prepare(&encoded.ids, self.scales, self.seed)?;
-            let samples: Vec<u32> = prepared.durations.iter().map(|&d| d * HOP as u32).collect();
-            let t = timeline(&encoded.phonemes, &samples, voice.config.sample_rate, self.speaker.clock());
-            return Ok(Some(Sentence { prepared, phonemes: t.phonemes, visemes: t.visemes, next: 0, chunk: 0 }));
-        }
-    }
-
-    fn next_chunk(&mut self) -> Result<Option<SpeechChunk>, TtsError> {
-        loop {
-            if self.current.is_none() {
-                self.current = self.next_sentence()?;
-                if self.current.is_none() {
-                    return Ok(None);
-                }
-            }
-            let Some(sentence) = self.current.as_mut() else { return Ok(None) };
-            let frames = sentence.prepared.frames();
-            let start = self.speaker.clock();
-            let mut chunk = SpeechChunk {
-                start,
-                phonemes: std::mem::take(&mut sentence.phonemes),
-                visemes: std::mem::take(&mut sentence.visemes),
-                ..Default::default()
-            };
-            let size = CHUNK_FRAMES[sentence.chunk.min(CHUNK_FRAMES.len() - 1)];
-            let end = (sentence.next + size).min(frames);
-            let audio = self.speaker.voice.model.decode_range(&sentence.prepared, sentence.next, end)?;
-            sentence.next = end;
-            sentence.chunk += 1;
-            self.speaker.resampler.push_into(&audio, &mut chunk.audio)?;
-            if end >= frames {
-                self.speaker.resampler.flush_into(&mut chunk.audio)?;
-                self.current = None;
-            }
-            self.speaker.clock += chunk.audio.len() as u64;
-            if !chunk.audio.is_empty() || !chunk.visemes.is_empty() {
-                return Ok(Some(chunk));
-            }
-        }
-    }
+/// The chunks of one [`Speaker::say`], synthesised as they are taken.
+pub struct Speech<'a> {
+    speaker: &'a mut Speaker,
+    job: SpeechJob,
 }
 
 impl Iterator for Speech<'_> {
     type Item = Result<SpeechChunk, TtsError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_chunk().transpose()
+        self.speaker.next_chunk(&mut self.job).transpose()
     }
 }

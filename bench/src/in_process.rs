@@ -1,0 +1,197 @@
+//! The in-process client: each session on a thread of its own, fed and
+//! pulled in real time as the WebRTC edge would, the 20 ms pull of the
+//! replica's audio standing for the client.
+
+use std::time::{Duration, Instant};
+
+use tete_engine::dialogue::{DialogueConfig, State};
+use tete_engine::face::animate::Performer;
+use tete_engine::face::{Replica, Rig, render_i420_cpu};
+use tete_engine::llm::context::ConversationContext;
+use tete_engine::scheduler::{Executor, STAGES, SessionSetup};
+use tete_engine::session::{FaceCue, LiveSession, RATE};
+use tete_engine::tts::viseme::Viseme;
+
+use crate::harness::{Report, Turn, between, cpu_time, ms, rss, speech_end};
+
+pub const PERSONA: &str = "You are Ada, a friendly assistant on a video call. Answer in one short sentence.";
+
+/// The longest a turn may take to be answered and spoken.
+const TURN_LIMIT: Duration = Duration::from_secs(20);
+
+/// What one session saw of one turn.
+struct Seen {
+    turn: Turn,
+    underruns: u64,
+}
+
+/// The executor's per-stage counts now: (items, late, run, queued).
+fn stage_counts(executor: &Executor) -> Vec<(u64, u64, Duration, Duration)> {
+    STAGES.iter().map(|s| executor.figures(*s)).map(|f| (f.items, f.late, f.run_total, f.queued_total)).collect()
+}
+
+/// Runs `sessions` sessions at once on `executor`, each saying every one
+/// of `utterances`; `face` renders the first lip-synced frame of each reply.
+pub fn run(
+    executor: &Executor,
+    face: Option<&(Replica, Rig)>,
+    sessions: usize,
+    utterances: &[(String, Vec<f32>)],
+) -> Report {
+    let (cpu0, rss0, stages0, wall0) = (cpu_time(), rss(), stage_counts(executor), Instant::now());
+    let seen: Vec<Vec<Option<Seen>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..sessions)
+            .map(|k| {
+                scope.spawn(move || {
+                    // Sessions start a little apart, as calls do.
+                    std::thread::sleep(Duration::from_millis(700 * k as u64));
+                    one_session(executor, face, utterances)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a session thread")).collect()
+    });
+    let (cpu, wall) = (cpu_time().saturating_sub(cpu0), wall0.elapsed());
+    let stages1 = stage_counts(executor);
+    let mut report = Report {
+        client: "in-process",
+        sessions,
+        cpu_share_per_session: cpu.as_secs_f64() / wall.as_secs_f64() / sessions as f64,
+        rss_per_session_mb: rss().saturating_sub(rss0) as f64 / sessions as f64 / 1e6,
+        ..Default::default()
+    };
+    for (i, stage) in STAGES.iter().enumerate() {
+        let (items, late) = (stages1[i].0 - stages0[i].0, stages1[i].1 - stages0[i].1);
+        let per = |a: Duration, b: Duration| ms(a.saturating_sub(b)) / items.max(1) as f64;
+        report.stages.push((
+            stage.name(),
+            items,
+            late,
+            per(stages1[i].2, stages0[i].2),
+            per(stages1[i].3, stages0[i].3),
+        ));
+    }
+    for s in seen.into_iter().flatten() {
+        match s {
+            Some(s) => {
+                report.underruns += s.underruns;
+                report.turns.push(s.turn);
+            }
+            None => report.unanswered += 1,
+        }
+    }
+    report
+}
+
+fn one_session(
+    executor: &Executor,
+    face: Option<&(Replica, Rig)>,
+    utterances: &[(String, Vec<f32>)],
+) -> Vec<Option<Seen>> {
+    let setup =
+        SessionSetup { persona: ConversationContext::new(PERSONA, "", "").persona_messages(), ..Default::default() };
+    let config = DialogueConfig { speculative: true, ..Default::default() };
+    let started = Instant::now();
+    let mut session =
+        LiveSession::start(executor, setup, config, ConversationContext::new(PERSONA, "", ""), started).unwrap();
+    session.joined(started);
+    let mut clock = Clock { start: started, frame: 0 };
+    // A second of silence first: the VAD settles, the persona is prefilled.
+    for _ in 0..50 {
+        clock.frame(&mut session, &[0.0; 320]);
+    }
+    utterances.iter().map(|(name, pcm)| one_turn(&mut session, &mut clock, face, name, pcm)).collect()
+}
+
+/// Real time, 20 ms a frame.
+struct Clock {
+    start: Instant,
+    frame: u64,
+}
+
+impl Clock {
+    /// Waits for the next frame's time, feeds `heard` and pulls the
+    /// replica's audio: the instant of the frame and its audio.
+    fn frame(&mut self, session: &mut LiveSession, heard: &[f32]) -> (Instant, Option<Vec<f32>>) {
+        let due = self.start + Duration::from_millis(20 * self.frame);
+        self.frame += 1;
+        while Instant::now() < due {
+            session.wait(Instant::now(), due.saturating_duration_since(Instant::now()));
+        }
+        let now = Instant::now();
+        session.heard(now, heard);
+        (now, session.next_audio(now))
+    }
+}
+
+fn one_turn(
+    session: &mut LiveSession,
+    clock: &mut Clock,
+    face: Option<&(Replica, Rig)>,
+    name: &str,
+    pcm: &[f32],
+) -> Option<Seen> {
+    let end = speech_end(pcm);
+    let underruns = session.underruns();
+    session.take_timings();
+    session.take_cues();
+    let mut speech_end_at = None;
+    let mut first_audio: Option<(Instant, f64)> = None;
+    let mut cues = Vec::new();
+    let mut spoke = false;
+    let mut sample = 0;
+    let limit = Instant::now() + TURN_LIMIT + Duration::from_secs_f64(pcm.len() as f64 / 16_000.0);
+    while Instant::now() < limit {
+        let mut frame = pcm.get(sample..(sample + 320).min(pcm.len())).unwrap_or_default().to_vec();
+        frame.resize(320, 0.0);
+        let playback = session.playback_seconds();
+        let (now, audio) = clock.frame(session, &frame);
+        sample += 320;
+        if speech_end_at.is_none() && sample >= end {
+            speech_end_at = Some(now);
+        }
+        cues.extend(session.take_cues());
+        if let (Some(audio), None, Some(_)) = (&audio, first_audio, speech_end_at) {
+            // The first audible sample of the reply, on the playback clock.
+            if let Some(i) = audio.iter().position(|s| s.abs() > 0.02) {
+                first_audio = Some((now, playback + i as f64 / f64::from(RATE)));
+            }
+        }
+        spoke |= session.state() == State::ReplicaSpeaking;
+        if spoke && session.state() == State::Listening && sample > pcm.len() {
+            break;
+        }
+    }
+    let timing = session.take_timings().into_iter().last();
+    let ((client_first, onset), timing) = (first_audio?, timing?);
+    let mouth_onset = cues.iter().find_map(|c| match c {
+        FaceCue::Visemes(v) => v.iter().find(|e| e.viseme != Viseme::Sil).map(|e| e.start),
+        _ => None,
+    });
+    let first_frame = face.map(|(replica, rig)| {
+        let mut performer = Performer::new(1);
+        for cue in &cues {
+            if let FaceCue::Visemes(v) = cue {
+                performer.speak_visemes(v.clone());
+            }
+        }
+        let started = Instant::now();
+        render_i420_cpu(replica, rig, &performer.pose_at(onset)).expect("render");
+        ms(started.elapsed())
+    });
+    let llm_from = timing.end_of_turn;
+    Some(Seen {
+        turn: Turn {
+            utterance: name.to_string(),
+            endpoint: between(speech_end_at, Some(timing.end_of_turn)),
+            decision_lag: Some(ms(timing.decision_lag)),
+            llm_first_phrase: between(Some(llm_from), timing.first_phrase).or(timing.speculative.then_some(0.0)),
+            tts_first_audio: between(timing.first_phrase, timing.first_audio),
+            first_frame,
+            utterance_to_utterance: between(speech_end_at, Some(client_first)),
+            av_offset: mouth_onset.map(|m| (m - onset).abs() * 1e3),
+            speculative: timing.speculative,
+        },
+        underruns: session.underruns() - underruns,
+    })
+}
