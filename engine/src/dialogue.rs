@@ -158,6 +158,8 @@ pub struct Dialogue {
     in_pause: bool,
     /// When the replica's audio started playing, while it plays.
     speaking_since: Option<Duration>,
+    /// Perception notes since the user's last utterance event.
+    notes: Vec<String>,
     actions: VecDeque<Action>,
 }
 
@@ -186,6 +188,7 @@ impl Dialogue {
             speculated: None,
             in_pause: false,
             speaking_since: None,
+            notes: Vec::new(),
             actions: VecDeque::new(),
         }
     }
@@ -305,8 +308,7 @@ impl Dialogue {
                     }
                     return;
                 }
-                self.actions.push_back(Action::Utterance { role: "user", text: text.clone() });
-                self.event("conversation.utterance", json!({"role": "user", "text": text}));
+                self.user_said(&text);
                 let kept = speculated.is_some_and(|s| normalized(&s) == normalized(&text));
                 if kept {
                     self.confirm_speculation(now);
@@ -525,8 +527,7 @@ impl Dialogue {
                 if self.state == State::ReplicaSpeaking {
                     self.interrupt(now);
                 }
-                self.actions.push_back(Action::Utterance { role: "user", text: text.clone() });
-                self.event("conversation.utterance", json!({"role": "user", "text": text}));
+                self.user_said(&text);
                 self.start_reply(now, text, false);
             }
             Interaction::Interrupt => self.interrupt(now),
@@ -544,6 +545,18 @@ impl Dialogue {
     /// A perception note: into the prompt, and into the next user utterance event.
     pub fn noticed(&mut self, note: &str) {
         self.context.perceive(note);
+        self.notes.push(note.to_string());
+    }
+
+    /// The user's utterance: into the transcript and out as an event, with
+    /// what perception noticed since the last one.
+    fn user_said(&mut self, text: &str) {
+        self.actions.push_back(Action::Utterance { role: "user", text: text.to_string() });
+        let mut properties = json!({"role": "user", "text": text});
+        if !self.notes.is_empty() {
+            properties["user_visual_analysis"] = json!(std::mem::take(&mut self.notes).join(" "));
+        }
+        self.event("conversation.utterance", properties);
     }
 }
 
@@ -761,9 +774,15 @@ mod tests {
         d.joined(ms(0));
         assert!(actions(&mut d).contains(&Action::Speak { turn: 1, seq: 0, text: "Hi, I'm Ada.".into() }));
 
+        d.noticed("The user looks confused.");
         d.interaction(ms(10), Interaction::Respond("Weather in Oslo?".into()));
         let a = actions(&mut d);
         assert!(a.contains(&Action::Cancel { turn: 1 }));
+        let said = a.iter().find_map(|a| match a {
+            Action::Event { event_type: "conversation.utterance", properties } => Some(properties.clone()),
+            _ => None,
+        });
+        assert_eq!(said.unwrap()["user_visual_analysis"], "The user looks confused.");
         let call = Call { name: "get_weather".into(), arguments: r#"{"city":"Oslo"}"#.into() };
         d.composed(ms(20), 2, ReplyEnd::Call(call));
         let a = actions(&mut d);

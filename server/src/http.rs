@@ -117,8 +117,6 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     axum::Json(json!({ "status": "ok", "uptime_seconds": state.inner.started.elapsed().as_secs() }))
 }
 
-/// Ready means "can take a conversation". Until the conversation pipeline
-/// exists this host cannot, and says so, so no load balancer sends it calls.
 /// Ready for another call: this host runs the conversation loop and its
 /// executor has room (sessions under the limit, load under the mark). A
 /// load balancer sends new calls elsewhere while it says no; calls already
@@ -169,8 +167,8 @@ async fn status_page(State(state): State<AppState>) -> Html<String> {
          <h1>tete {version}</h1>\
          <p>This host serves the <code>/v2</code> API (<a href=/v2/openapi.json>OpenAPI</a>): personas, replicas, \
          conversations and their webhooks; each conversation's meeting page (<code>/c/{{id}}</code>) joins its call \
-         over WebRTC and shows the replica. Not built yet: the conversation pipeline, so the replica does not \
-         hear or answer yet.</p>\
+         over WebRTC, where the replica hears, answers and speaks with its face. <a href=/readyz>/readyz</a> \
+         says whether this host takes another call.</p>\
          <h2>Devices</h2><ul>{devices}</ul>\
          <h2>Models</h2><table><tr><th>id</th><th>stage</th><th>state</th></tr>{models}</table>\
          <p><a href=/healthz>/healthz</a> · <a href=/readyz>/readyz</a> · <a href=/metrics>/metrics</a></p>\
