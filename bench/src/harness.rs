@@ -117,6 +117,9 @@ pub fn rss() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// One figure of a turn.
+type Column = fn(&Turn) -> Option<f64>;
+
 /// A run's figures for one client and session count.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -148,7 +151,7 @@ impl Report {
             self.underruns
         );
         println!("{:<34} {:>8} {:>8} {:>8}", "ms", "p50", "p95", "max");
-        let rows: [(&str, fn(&Turn) -> Option<f64>); 7] = [
+        let rows: [(&str, Column); 7] = [
             ("endpoint (speech end → turn end)", |t| t.endpoint),
             ("  of which decode + verdict + queue", |t| t.decision_lag),
             ("LLM first phrase (after turn end)", |t| t.llm_first_phrase),
@@ -188,9 +191,7 @@ impl Report {
     }
 
     pub fn json(&self) -> Value {
-        let column = |f: fn(&Turn) -> Option<f64>| {
-            self.column(f).map(|(p50, p95, max)| json!({"p50": p50, "p95": p95, "max": max}))
-        };
+        let column = |f: Column| self.column(f).map(|(p50, p95, max)| json!({"p50": p50, "p95": p95, "max": max}));
         json!({
             "client": self.client,
             "sessions": self.sessions,

@@ -15,10 +15,13 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::audio::resample::{StreamResampler, resample};
-use crate::dialogue::{Action, Dialogue, DialogueConfig, Interaction};
+use crate::dialogue::{Action, Dialogue, DialogueConfig, Interaction, ReplyEnd};
 use crate::hearing::HearingEvent;
+use crate::llm::PhraseChunker;
 use crate::llm::context::ConversationContext;
-use crate::scheduler::{Executor, Output, SessionHandle, SessionSetup, Work};
+use crate::llm::openai::{ChatClient, ChatEvent, Message};
+use crate::llm::tools::Call;
+use crate::scheduler::{Executor, FALLBACK_LINE, Output, SessionHandle, SessionSetup, Work};
 use crate::tts::viseme::VisemeEvent;
 
 /// The playback rate.
@@ -72,6 +75,31 @@ struct Segment {
     started: bool,
 }
 
+/// A persona's own LLM (`layers.llm.base_url`): replies are composed there,
+/// streamed on `runtime`, instead of on the resident model.
+#[derive(Debug, Clone)]
+pub struct RemoteLlm {
+    pub client: ChatClient,
+    /// The persona's tools, passed through as OpenAI function schemas.
+    pub tools: Option<Vec<Value>>,
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// What a remote reply's stream gave.
+enum Remote {
+    Text(u64, String),
+    Done(u64, ReplyEnd),
+}
+
+/// The remote LLM and the reply it is composing.
+struct RemoteReplies {
+    llm: RemoteLlm,
+    results: crossbeam_channel::Receiver<Remote>,
+    sender: crossbeam_channel::Sender<Remote>,
+    /// The reply being streamed, its phrase chunker and its task.
+    current: Option<(u64, PhraseChunker, tokio::task::JoinHandle<()>)>,
+}
+
 /// One live conversation.
 pub struct LiveSession {
     dialogue: Dialogue,
@@ -83,8 +111,9 @@ pub struct LiveSession {
     /// Samples handed to the network so far: the playback clock.
     played: u64,
     segments: VecDeque<Segment>,
-    /// Speaker-clock → playback-clock offset of each phrase (seconds).
-    offsets: HashMap<(u64, u32), f64>,
+    /// Speaker-clock → playback-clock offset of each phrase (seconds), and
+    /// the mouth shapes placed for it so far.
+    offsets: HashMap<(u64, u32), (f64, Vec<VisemeEvent>)>,
     /// Replies up to this turn are cancelled: their late results are dropped.
     cancelled: u64,
     to_hearing: StreamResampler,
@@ -101,6 +130,7 @@ pub struct LiveSession {
     replies: HashMap<u64, ReplyMarks>,
     timings: Vec<TurnTimings>,
     underruns: u64,
+    remote: Option<RemoteReplies>,
 }
 
 /// When a reply started and its first phrase and audio came.
@@ -148,7 +178,15 @@ impl LiveSession {
             replies: HashMap::new(),
             timings: Vec::new(),
             underruns: 0,
+            remote: None,
         })
+    }
+
+    /// Composes replies on the persona's own LLM from now on.
+    pub fn with_remote(mut self, llm: RemoteLlm) -> Self {
+        let (sender, results) = crossbeam_channel::unbounded();
+        self.remote = Some(RemoteReplies { llm, results, sender, current: None });
+        self
     }
 
     fn since(&self, now: Instant) -> Duration {
@@ -252,7 +290,68 @@ impl LiveSession {
         while let Some(output) = self.handle.try_next() {
             self.take(now, output);
         }
+        for output in self.remote_outputs() {
+            self.take(now, output);
+        }
         self.act(now);
+    }
+
+    /// What the remote LLM streamed since the last call, as the executor's
+    /// outputs: phrases, then the end of the reply.
+    fn remote_outputs(&mut self) -> Vec<Output> {
+        let Some(remote) = &mut self.remote else { return Vec::new() };
+        let mut outputs = Vec::new();
+        while let Ok(result) = remote.results.try_recv() {
+            let Some((turn, chunker, _)) = remote.current.as_mut() else { continue };
+            match result {
+                Remote::Text(t, delta) if t == *turn => {
+                    outputs.extend(chunker.push(&delta).into_iter().map(|text| Output::Phrase { turn: t, text }));
+                }
+                Remote::Done(t, end) if t == *turn => {
+                    outputs.extend(chunker.finish().map(|text| Output::Phrase { turn: t, text }));
+                    outputs.push(Output::Composed { turn: t, end });
+                    remote.current = None;
+                }
+                _ => {}
+            }
+        }
+        outputs
+    }
+
+    /// Streams reply `turn` from the remote LLM.
+    fn compose_remotely(&mut self, turn: u64, messages: Vec<Message>) {
+        let Some(remote) = &mut self.remote else { return };
+        if let Some((_, _, task)) = remote.current.take() {
+            task.abort();
+        }
+        let (client, tools, sender) = (remote.llm.client.clone(), remote.llm.tools.clone(), remote.sender.clone());
+        let task = remote.llm.runtime.spawn(async move {
+            let failed = |error: String| Remote::Done(turn, ReplyEnd::Failed { error, fallback: FALLBACK_LINE.into() });
+            let mut stream = match client.stream(messages, tools).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    let _ = sender.send(failed(e.to_string()));
+                    return;
+                }
+            };
+            let end = loop {
+                match stream.next().await {
+                    Some(Ok(ChatEvent::Text(delta))) => {
+                        let _ = sender.send(Remote::Text(turn, delta));
+                    }
+                    Some(Ok(ChatEvent::ToolCalls(calls))) => {
+                        if let Some(call) = calls.into_iter().next() {
+                            let (name, arguments) = (call.function.name, call.function.arguments);
+                            break Remote::Done(turn, ReplyEnd::Call(Call { name, arguments }));
+                        }
+                    }
+                    Some(Ok(ChatEvent::Finish(_))) | None => break Remote::Done(turn, ReplyEnd::Done),
+                    Some(Err(e)) => break failed(e.to_string()),
+                }
+            };
+            let _ = sender.send(end);
+        });
+        remote.current = Some((turn, PhraseChunker::new(), task));
     }
 
     /// Waits up to `timeout` for one result from the executor (for drivers
@@ -302,14 +401,32 @@ impl LiveSession {
                     marks.first_audio.get_or_insert(now);
                 }
                 let position = self.queued_at + self.queue.len() as u64;
-                let offset =
-                    *self.offsets.entry((turn, seq)).or_insert(position as f64 / f64::from(RATE) - chunk.start);
+                let at = position as f64 / f64::from(RATE);
+                let (offset, placed) = self.offsets.entry((turn, seq)).or_insert((at - chunk.start, Vec::new()));
+                if at > chunk.start + *offset + 0.001 {
+                    // The audio ran dry mid-phrase and silence went out: the
+                    // rest of the phrase plays later than its mouth was
+                    // placed, so the mouth is moved with it.
+                    let (gap_at, shift) = (chunk.start + *offset, at - (chunk.start + *offset));
+                    *offset += shift;
+                    let rest: Vec<VisemeEvent> = placed
+                        .iter()
+                        .filter(|v| v.end > gap_at)
+                        .map(|v| VisemeEvent { start: v.start.max(gap_at) + shift, end: v.end + shift, ..*v })
+                        .collect();
+                    self.cues.push_back(FaceCue::Interrupt { at: gap_at });
+                    self.cues.push_back(FaceCue::Visemes(rest.clone()));
+                    placed.retain(|v| v.end <= gap_at);
+                    placed.extend(rest);
+                }
                 if !chunk.visemes.is_empty() {
-                    let visemes = chunk
+                    let offset = *offset;
+                    let visemes: Vec<VisemeEvent> = chunk
                         .visemes
                         .iter()
                         .map(|v| VisemeEvent { start: v.start + offset, end: v.end + offset, ..*v })
                         .collect();
+                    placed.extend(visemes.iter().copied());
                     self.cues.push_back(FaceCue::Visemes(visemes));
                 }
                 self.queue.extend(chunk.audio.iter().copied());
@@ -388,7 +505,11 @@ impl LiveSession {
                 Action::Reply { turn, messages } => {
                     self.replies.insert(turn, ReplyMarks { started: now, first_phrase: None, first_audio: None });
                     self.replies.retain(|t, _| *t + 4 > turn);
-                    self.handle.push(Work::Reply { turn, messages });
+                    if self.remote.is_some() {
+                        self.compose_remotely(turn, messages);
+                    } else {
+                        self.handle.push(Work::Reply { turn, messages });
+                    }
                 }
                 Action::Cancel { turn } => self.cancel(turn),
                 Action::Speak { turn, seq, text } => self.handle.push(Work::Speak { turn, seq, text }),
@@ -407,6 +528,12 @@ impl LiveSession {
     /// Stops reply `turn`: its work on the executor, its queued audio, its mouth.
     fn cancel(&mut self, turn: u64) {
         self.handle.cancel(turn);
+        if let Some(remote) = &mut self.remote
+            && remote.current.as_ref().is_some_and(|(t, _, _)| *t <= turn)
+            && let Some((_, _, task)) = remote.current.take()
+        {
+            task.abort();
+        }
         self.cancelled = self.cancelled.max(turn);
         self.segments.retain(|s| s.turn > turn);
         self.offsets.retain(|(t, _), _| *t > turn);
@@ -436,5 +563,13 @@ impl LiveSession {
         self.queue.extend(audio);
         let end = self.queued_at + self.queue.len() as u64;
         self.segments.push_back(Segment { turn, seq: 0, start, end, complete: true, started: false });
+    }
+}
+
+impl Drop for LiveSession {
+    fn drop(&mut self) {
+        if let Some((_, _, task)) = self.remote.as_mut().and_then(|r| r.current.take()) {
+            task.abort();
+        }
     }
 }

@@ -127,7 +127,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TETE_VIDEO_SIZE", default_value_t = 512, value_parser = video_size)]
     pub video_size: u32,
     /// Calls this host takes at once (it also refuses new ones while its executor is overloaded).
-    #[arg(long, env = "TETE_MAX_SESSIONS", default_value_t = 2)]
+    #[arg(long, env = "TETE_MAX_SESSIONS", default_value_t = 1)]
     pub max_sessions: u32,
     /// Key prefix of recordings in the bucket.
     #[arg(long, env = "TETE_RECORDINGS_PREFIX", default_value = "", requires = "recordings_bucket")]

@@ -439,3 +439,77 @@ async fn resident_models_are_listed() {
     let response = tower::ServiceExt::oneshot(f.app.router.clone(), anonymous).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// A call's events for the client and its transcript lines.
+type Heard = (Vec<(&'static str, Value)>, Vec<(&'static str, String)>);
+
+/// Drives a live session in real time (in silence) until the replica has
+/// said something or `seconds` have passed; gives its events and
+/// transcript lines.
+fn drive(mut session: tete_engine::session::LiveSession, seconds: f64) -> Heard {
+    let (mut events, mut lines) = (Vec::new(), Vec::new());
+    let start = std::time::Instant::now();
+    for i in 0..(seconds * 50.0) as u64 {
+        let due = start + Duration::from_millis(20 * i);
+        while std::time::Instant::now() < due {
+            session.wait(std::time::Instant::now(), due.saturating_duration_since(std::time::Instant::now()));
+        }
+        let now = std::time::Instant::now();
+        session.heard(now, &[0.0; 320]);
+        session.next_audio(now);
+        events.extend(session.take_events());
+        lines.extend(session.take_utterances());
+        if lines.iter().any(|(role, _)| *role == "replica") {
+            break;
+        }
+    }
+    (events, lines)
+}
+
+/// A call whose persona has its own LLM composes there: through tete's own
+/// endpoint the replica speaks the answer; with a server that answers 500
+/// it says its fallback line and the client gets a `conversation.error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_composes_on_the_personas_own_llm() {
+    use tete_engine::dialogue::Interaction;
+    use tete_server::edge::conversation::{call_setup, live_session};
+    let f = fixture().await;
+    let base = serve(f.app.router.clone()).await;
+    let failing = serve(
+        Router::new()
+            .route("/v1/chat/completions", post(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "the model is down") })),
+    )
+    .await;
+    let manifest = Manifest::embedded().unwrap();
+    let resident = tete_engine::scheduler::Resident::load(
+        &manifest,
+        &Store::new(default_home()),
+        &Default::default(),
+        &candle_core::Device::Cpu,
+    )
+    .expect("run `tete models fetch` first");
+    let executor = Arc::new(tete_engine::scheduler::Executor::start(resident, 4).unwrap());
+    for (url, answers) in [(base, true), (failing, false)] {
+        let persona = json!({
+            "system_prompt": "You answer in one short sentence.",
+            "layers": {"llm": {"base_url": url, "api_key": KEY, "model": MODEL_ID}},
+        });
+        let call = call_setup(Some(&persona), &json!({}), 1);
+        assert!(call.remote.is_some());
+        let mut session = live_session(&executor, call, std::time::Instant::now()).unwrap();
+        session.interaction(std::time::Instant::now(), Interaction::Respond("What colour is the sky?".into()));
+        let (events, lines) = tokio::task::spawn_blocking(move || drive(session, 90.0)).await.unwrap();
+        let replica: Vec<&String> = lines.iter().filter(|(r, _)| *r == "replica").map(|(_, t)| t).collect();
+        println!("{url}: {replica:?}");
+        assert_eq!(replica.len(), 1, "{events:?}");
+        let errors: Vec<&Value> = events.iter().filter(|(t, _)| *t == "conversation.error").map(|(_, p)| p).collect();
+        if answers {
+            assert!(errors.is_empty(), "{errors:?}");
+            assert_ne!(replica[0], tete_engine::scheduler::FALLBACK_LINE);
+            assert!(replica[0].split_whitespace().count() >= 2, "{replica:?}");
+        } else {
+            assert_eq!(replica[0], tete_engine::scheduler::FALLBACK_LINE);
+            assert!(errors.iter().any(|e| e["message"].as_str().unwrap().contains("500")), "{errors:?}");
+        }
+    }
+}

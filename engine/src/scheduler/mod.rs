@@ -765,7 +765,7 @@ fn finish_composing(session: &mut Session, reason: FinishReason) {
 fn run_work(resident: &Resident, session: &mut Session, work: Work) -> Option<Next> {
     match work {
         Work::Hear(pcm) => {
-            let Some(hearing) = session.hearing.as_mut() else { return None };
+            let hearing = session.hearing.as_mut()?;
             match hearing.push_heard(&resident.hearing, &pcm) {
                 Ok(events) => events.into_iter().for_each(|e| session.send(Output::Heard(e))),
                 Err(e) => session.failed(Stage::Hear, e),

@@ -13,8 +13,9 @@ use tete_engine::dialogue::DialogueConfig;
 use tete_engine::hearing::HearingConfig;
 use tete_engine::llm::chat::ToolSet;
 use tete_engine::llm::context::ConversationContext;
+use tete_engine::llm::openai::{ChatClient, ChatEndpoint};
 use tete_engine::scheduler::{Executor, SessionSetup};
-use tete_engine::session::{FaceCue, LiveSession, RATE};
+use tete_engine::session::{FaceCue, LiveSession, RATE, RemoteLlm};
 use tete_engine::tts::VoiceSettings;
 use tete_engine::turn::{Level, TurnMode};
 
@@ -55,12 +56,18 @@ impl PlaybackClock {
     }
 }
 
+/// A call's settings, from its persona and conversation.
+#[derive(Debug, Clone)]
+pub struct CallSetup {
+    pub session: SessionSetup,
+    pub dialogue: DialogueConfig,
+    pub context: ConversationContext,
+    /// The persona's own LLM (`layers.llm.base_url`) and its tools.
+    pub remote: Option<(ChatEndpoint, Option<Vec<Value>>)>,
+}
+
 /// The settings of a call from its persona and conversation.
-pub fn call_setup(
-    persona: Option<&Value>,
-    conversation: &Value,
-    seed: u64,
-) -> (SessionSetup, DialogueConfig, ConversationContext) {
+pub fn call_setup(persona: Option<&Value>, conversation: &Value, seed: u64) -> CallSetup {
     let persona: Persona = persona.and_then(|doc| serde_json::from_value(doc.clone()).ok()).unwrap_or_default();
     let layers = persona.layers.clone().unwrap_or_default();
     let llm = layers.llm.clone().unwrap_or_default();
@@ -92,13 +99,39 @@ pub fn call_setup(
     let persona_context = persona.context.clone().unwrap_or_default();
     let conversational = conversation["conversational_context"].as_str().unwrap_or_default();
     let context = ConversationContext::new(&system_prompt, &persona_context, conversational);
-    let setup = SessionSetup { hearing, persona: context.persona_messages(), tools, voice };
-    let config = DialogueConfig {
-        greeting: conversation["custom_greeting"].as_str().map(str::to_string),
-        echo_only: matches!(persona.pipeline_mode, Some(PipelineMode::Echo)),
-        speculative: llm.speculative_inference.unwrap_or(true),
-    };
-    (setup, config, context)
+    let remote = llm.base_url.clone().map(|base_url| {
+        let endpoint = ChatEndpoint {
+            base_url,
+            api_key: llm.api_key.clone(),
+            model: llm.model.clone().unwrap_or_default(),
+            headers: llm.headers.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            extra_body: llm.extra_body.clone().unwrap_or_default(),
+            timeouts: Default::default(),
+        };
+        (endpoint, llm.tools.clone().filter(|t| !t.is_empty()))
+    });
+    CallSetup {
+        session: SessionSetup { hearing, persona: context.persona_messages(), tools, voice },
+        dialogue: DialogueConfig {
+            greeting: conversation["custom_greeting"].as_str().map(str::to_string),
+            echo_only: matches!(persona.pipeline_mode, Some(PipelineMode::Echo)),
+            speculative: llm.speculative_inference.unwrap_or(true),
+        },
+        context,
+        remote,
+    }
+}
+
+/// A live session on `executor` for a call set up as `call`, composing on
+/// the persona's own LLM when it has one.
+pub fn live_session(executor: &Executor, call: CallSetup, now: Instant) -> Result<LiveSession, String> {
+    let session =
+        LiveSession::start(executor, call.session, call.dialogue, call.context, now).map_err(|e| e.to_string())?;
+    let Some((endpoint, tools)) = call.remote else { return Ok(session) };
+    let client = ChatClient::new(endpoint).map_err(|e| e.to_string())?;
+    let runtime =
+        tokio::runtime::Handle::try_current().map_err(|e| format!("no runtime for the persona's LLM: {e}"))?;
+    Ok(session.with_remote(RemoteLlm { client, tools, runtime }))
 }
 
 /// The host's media when it runs the conversation loop: every call gets a
@@ -107,9 +140,8 @@ pub fn call_setup(
 pub fn conversation_media(replicas_dir: PathBuf, size: u32, executor: Arc<Executor>) -> MediaFactory {
     Arc::new(move |joining: Joining<'_>| {
         let seed = joining.conversation.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-        let (setup, config, context) = call_setup(joining.persona, joining.document, seed);
         let now = Instant::now();
-        let session = match LiveSession::start(&executor, setup, config, context, now) {
+        let session = match live_session(&executor, call_setup(joining.persona, joining.document, seed), now) {
             Ok(session) => session,
             Err(e) => {
                 tracing::error!(conversation = joining.conversation, "the call's session cannot start: {e}");

@@ -92,7 +92,7 @@ fn render(replica: Replica, seed: u64, tx: SyncSender<VideoFrame>, live: Option<
             }
             None => next.duration_since(started).as_secs_f64(),
         };
-        if tick % 2 == 0 && live.as_ref().is_some_and(|l| (l.busy)()) {
+        if tick.is_multiple_of(2) && live.as_ref().is_some_and(|l| (l.busy)()) {
             // Overloaded: the receiving side repeats the last frame.
             next += period;
             pace(&mut next);
