@@ -142,7 +142,9 @@ async fn a_browser_talks_with_the_replica_and_the_call_ends_with_its_transcript(
             }
             Some("tete-audio") => {
                 let bytes = base64::engine::general_purpose::STANDARD.decode(value["pcm"].as_str().unwrap()).unwrap();
-                audio.extend(bytes.chunks_exact(2).map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0));
+                let pcm: Vec<f32> =
+                    bytes.chunks_exact(2).map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0).collect();
+                audio.push((value["t"].as_f64().unwrap_or(0.0), pcm));
             }
             Some("tete-frame") => {
                 let px = base64::engine::general_purpose::STANDARD.decode(value["px"].as_str().unwrap()).unwrap();
@@ -178,7 +180,15 @@ async fn a_browser_talks_with_the_replica_and_the_call_ends_with_its_transcript(
         assert!(types.contains(&event), "no {event}: {types:?}");
     }
 
-    // The audio the page played, heard by our own ASR.
+    // The audio the page played while the replica spoke (each half second
+    // is logged as it ends), heard by our own ASR.
+    let started = events.iter().find(|(_, m)| m["event_type"] == "conversation.replica.started_speaking").unwrap().0;
+    let stopped = events.iter().find(|(_, m)| m["event_type"] == "conversation.replica.stopped_speaking").unwrap().0;
+    let audio: Vec<f32> = audio
+        .iter()
+        .filter(|(t, _)| *t >= started - 500.0 && *t <= stopped + 1500.0)
+        .flat_map(|(_, pcm)| pcm.iter().copied())
+        .collect();
     let asr =
         tete_engine::asr::Whisper::load(&common::model_dir("whisper-tiny.en"), &candle_core::Device::Cpu).unwrap();
     use tete_engine::asr::SpeechToText as _;
@@ -189,8 +199,6 @@ async fn a_browser_talks_with_the_replica_and_the_call_ends_with_its_transcript(
     assert!(shared >= 2 && shared * 2 >= said.len(), "the replica said {said:?}, the page played {got:?}");
 
     // The mouth moves more while the replica speaks than while it listens.
-    let started = events.iter().find(|(_, m)| m["event_type"] == "conversation.replica.started_speaking").unwrap().0;
-    let stopped = events.iter().find(|(_, m)| m["event_type"] == "conversation.replica.stopped_speaking").unwrap().0;
     let (speaking, listening): (Vec<_>, Vec<_>) = frames.iter().partition(|(t, _)| *t >= started && *t <= stopped);
     let speaking: Vec<&Vec<u8>> = speaking.iter().map(|(_, px)| px).collect();
     let listening: Vec<&Vec<u8>> = listening.iter().filter(|(t, _)| *t < started).map(|(_, px)| px).collect();

@@ -33,12 +33,12 @@ async fn health_readiness_metrics_and_status() {
 
     let (status, body) = get(&app, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "no conversation loop on this host: not ready for calls");
-    assert!(body.contains("not built yet"), "{body}");
+    assert!(body.contains("runs no conversation loop"), "{body}");
 
     let (status, body) = get(&app, "/").await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("silero-vad") && body.contains("missing") && body.contains("render adapter"), "{body}");
-    assert!(body.contains("/c/{id}") && body.contains("Not built yet: the conversation pipeline"), "{body}");
+    assert!(body.contains("/c/{id}") && body.contains("hears, answers and speaks"), "{body}");
 
     let (status, body) = get(&app, "/metrics").await;
     assert_eq!(status, StatusCode::OK);

@@ -241,3 +241,29 @@ impl SessionMedia for ConversationMedia {
         self.session.noticed(note);
     }
 }
+
+/// Writes a call's transcript lines in order as they come.
+pub fn transcript_writer(
+    api: crate::api::Api,
+    conversation: String,
+) -> tokio::sync::mpsc::UnboundedSender<(&'static str, String)> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(&'static str, String)>();
+    tokio::spawn(async move {
+        while let Some((role, content)) = rx.recv().await {
+            let now = crate::db::rfc3339(crate::db::now_us());
+            let row = crate::db::UtteranceRow {
+                seq: 0,
+                // The transcript speaks OpenAI's roles.
+                role: if role == "replica" { "assistant".into() } else { role.into() },
+                content,
+                started_at: now.clone(),
+                ended_at: now,
+                interrupted: false,
+            };
+            if let Err(e) = api.db().append_utterance(&conversation, &row).await {
+                tracing::error!(conversation, "a transcript line was not kept: {e}");
+            }
+        }
+    });
+    tx
+}

@@ -367,7 +367,7 @@ async fn join(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap
         }
         sessions.insert(session.clone(), Session { conversation: id.clone(), stop: Some(stop) });
     }
-    let transcript = transcript_writer(api.clone(), id.clone());
+    let transcript = conversation::transcript_writer(api.clone(), id.clone());
     let driver = Driver {
         transcript,
         peer,
@@ -413,29 +413,6 @@ async fn leave(State(api): State<Api>, Path((id, session)): Path<(String, String
         }
         None => refuse(StatusCode::NOT_FOUND, "no such session"),
     }
-}
-
-/// Writes a call's transcript lines in order as they come.
-fn transcript_writer(api: Api, conversation: String) -> tokio::sync::mpsc::UnboundedSender<(&'static str, String)> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(&'static str, String)>();
-    tokio::spawn(async move {
-        while let Some((role, content)) = rx.recv().await {
-            let now = crate::db::rfc3339(crate::db::now_us());
-            let row = crate::db::UtteranceRow {
-                seq: 0,
-                // The transcript speaks OpenAI's roles.
-                role: if role == "replica" { "assistant".into() } else { role.into() },
-                content,
-                started_at: now.clone(),
-                ended_at: now,
-                interrupted: false,
-            };
-            if let Err(e) = api.db().append_utterance(&conversation, &row).await {
-                tracing::error!(conversation, "a transcript line was not kept: {e}");
-            }
-        }
-    });
-    tx
 }
 
 /// One peer's task: its socket, its clock, its media.
