@@ -228,31 +228,24 @@ impl LiveSession {
     /// The replica's next 20 ms at 48 kHz; `None` when it is silent.
     pub fn next_audio(&mut self, now: Instant) -> Option<Vec<f32>> {
         self.poll(now);
-        if self.queue.is_empty() {
-            // Nothing to play: the clock runs on in silence, and a phrase
-            // still being made has fallen behind (an underrun).
-            if self.segments.iter().any(|s| !s.complete) && self.segments.iter().any(|s| s.started) {
-                self.underruns += 1;
-            }
-            self.played += FRAME as u64;
-            self.queued_at = self.played;
-            self.advance(now);
-            return None;
-        }
+        let silent = self.queue.is_empty();
         let n = self.queue.len().min(FRAME);
-        let mut frame: Vec<f32> = self.queue.drain(..n).collect();
-        if n < FRAME && self.segments.iter().any(|s| !s.complete) {
+        // Short of a frame with a phrase still being made: it fell behind.
+        if n < FRAME && self.segments.iter().any(|s| !s.complete && (s.started || n > 0)) {
             self.underruns += 1;
         }
+        let mut frame: Vec<f32> = self.queue.drain(..n).collect();
         frame.resize(FRAME, 0.0);
         self.played += FRAME as u64;
         self.queued_at = self.played;
+        // The echo gate hears what plays, silence included, so its clock
+        // stays with the microphone's.
         match self.to_hearing.push(&frame) {
             Ok(pcm) => self.handle.push(Work::Played(pcm)),
             Err(e) => tracing::warn!("resampling played audio for the echo gate: {e}"),
         }
         self.advance(now);
-        Some(frame)
+        (!silent).then_some(frame)
     }
 
     /// Seconds of playback so far.

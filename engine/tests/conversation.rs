@@ -41,12 +41,21 @@ struct Heard {
     utterances: Vec<(&'static str, String)>,
 }
 
-/// Runs the call in real time for `seconds`, the user saying `user` from
-/// the start (then silence).
-fn run(session: &mut LiveSession, user: &[f32], seconds: f64, heard: &mut Heard) {
+/// Runs the call in real time, the user saying `user` from the start
+/// (then silence), until `done` (once `user` is said) or `limit` seconds.
+fn run(
+    session: &mut LiveSession,
+    user: &[f32],
+    limit: f64,
+    heard: &mut Heard,
+    done: impl Fn(&LiveSession, &Heard) -> bool,
+) {
     let start = Instant::now();
-    let frames = (seconds * 50.0) as usize;
+    let frames = (limit * 50.0) as usize;
     for i in 0..frames {
+        if i * 320 >= user.len() && done(session, heard) {
+            return;
+        }
         let due = start + Duration::from_millis(20 * i as u64);
         while Instant::now() < due {
             session.wait(Instant::now(), due.saturating_duration_since(Instant::now()));
@@ -78,7 +87,7 @@ fn the_replica_greets_hears_a_question_and_answers_it_aloud() {
     let mut session = session(&executor, Some("Hello, I am Ada."));
     session.joined(Instant::now());
     let mut heard = Heard::default();
-    run(&mut session, &[], 4.0, &mut heard);
+    run(&mut session, &[], 30.0, &mut heard, |s, h| s.state() == State::Listening && !h.utterances.is_empty());
     let greeting_rms = rms(&heard.audio);
     assert!(greeting_rms > 0.01, "the greeting was not heard (RMS {greeting_rms})");
     assert_eq!(session.state(), State::Listening, "{:?}", heard.events);
@@ -86,7 +95,10 @@ fn the_replica_greets_hears_a_question_and_answers_it_aloud() {
 
     let question = speak("What is the capital of France?");
     let before = heard.audio.len();
-    run(&mut session, &question, 12.0, &mut heard);
+    let answered = |s: &LiveSession, h: &Heard| {
+        s.state() == State::Listening && h.utterances.iter().filter(|(r, _)| *r == "replica").count() >= 2
+    };
+    run(&mut session, &question, 60.0, &mut heard, answered);
     let user: Vec<&String> = heard.utterances.iter().filter(|(r, _)| *r == "user").map(|(_, t)| t).collect();
     assert_eq!(user.len(), 1, "{:?}", heard.utterances);
     assert!(user[0].to_lowercase().contains("capital"), "heard {user:?}");
@@ -140,7 +152,7 @@ fn interactions_echo_respond_interrupt_and_bad_sensitivity() {
     session.joined(Instant::now());
     let mut heard = Heard::default();
     session.interaction(Instant::now(), Interaction::EchoText("This is an echo.".into()));
-    run(&mut session, &[], 3.0, &mut heard);
+    run(&mut session, &[], 30.0, &mut heard, |s, h| s.state() == State::Listening && !h.utterances.is_empty());
     assert!(heard.utterances.contains(&("replica", "This is an echo.".to_string())), "{:?}", heard.utterances);
 
     session.interaction(
@@ -148,10 +160,14 @@ fn interactions_echo_respond_interrupt_and_bad_sensitivity() {
         Interaction::Respond("Tell me a long story about a dragon who learns to bake bread.".into()),
     );
     let mut story = Heard::default();
-    run(&mut session, &[], 2.5, &mut story);
+    // Half a second into the story, the user interrupts.
+    let speaking = |s: &LiveSession, h: &Heard| {
+        s.state() == State::ReplicaSpeaking && h.audio.iter().rev().take(25_000).any(|x| x.abs() > 0.01)
+    };
+    run(&mut session, &[], 60.0, &mut story, speaking);
     assert_eq!(session.state(), State::ReplicaSpeaking, "{:?}", story.events);
     session.interaction(Instant::now(), Interaction::Interrupt);
-    run(&mut session, &[], 1.0, &mut story);
+    run(&mut session, &[], 1.0, &mut story, |_, _| false);
     assert_eq!(count(&story, "conversation.replica_interrupted"), 1, "{:?}", story.events);
     let after = &story.audio[story.audio.len() - 25 * FRAME..];
     assert_eq!(rms(after), 0.0, "the replica went on after the interrupt");
