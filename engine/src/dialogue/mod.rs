@@ -224,8 +224,8 @@ impl Dialogue {
     }
 
     /// Says `text` as a reply of its own (greeting, echo).
-    fn say(&mut self, _now: Duration, text: String, in_prompt: bool) {
-        self.cancel_reply(false);
+    fn say(&mut self, now: Duration, text: String, in_prompt: bool) {
+        self.stop(now);
         let turn = self.new_turn();
         let mut reply = Reply::new(turn, String::new());
         reply.in_prompt = in_prompt;
@@ -387,6 +387,16 @@ impl Dialogue {
         );
     }
 
+    /// Stops what the replica composes or says: an interruption when it is
+    /// being heard.
+    fn stop(&mut self, now: Duration) {
+        if self.state == State::ReplicaSpeaking {
+            self.interrupt(now);
+        } else {
+            self.cancel_reply(false);
+        }
+    }
+
     /// The user interrupts (barge-in or `conversation.interrupt`).
     fn interrupt(&mut self, now: Duration) {
         let speaking = self.state == State::ReplicaSpeaking;
@@ -424,6 +434,12 @@ impl Dialogue {
         match end {
             ReplyEnd::Done => {}
             ReplyEnd::Call(call) => {
+                // The question goes into the prompt before the call it led to.
+                let answering = std::mem::take(&mut reply.answering);
+                if !answering.is_empty() {
+                    self.context.user(&answering);
+                    self.unanswered.clear();
+                }
                 let id = format!("call_{turn}");
                 self.event(
                     "conversation.tool_call",
@@ -507,7 +523,7 @@ impl Dialogue {
                 self.say(now, text, !self.config.echo_only);
             }
             Interaction::EchoAudio { pcm, sample_rate } => {
-                self.cancel_reply(false);
+                self.stop(now);
                 let turn = self.new_turn();
                 let mut reply = Reply::new(turn, String::new());
                 (reply.composed, reply.in_prompt, reply.audio) = (true, false, true);

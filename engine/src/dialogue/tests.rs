@@ -206,6 +206,9 @@ fn greeting_tool_calls_failures_and_sensitivity() {
         (Some("get_weather"), Some(r#"{"city":"Oslo"}"#))
     );
     assert_eq!(d.state(), State::Listening);
+    let roles: Vec<String> = d.context().messages().iter().map(|m| m.role.clone()).collect();
+    // Persona, the perception note, then the question and the call it led to.
+    assert_eq!(roles, ["system", "system", "user", "assistant"]);
 
     d.interaction(ms(30), Interaction::Respond("And now?".into()));
     actions(&mut d);
