@@ -1,7 +1,7 @@
 //! The conversation loop's latency harness: real speech (espeak-ng
 //! questions and LibriVox clips) through the whole pipeline on the default
-//! models, for 1, 2 and 3 sessions at once, in process and through a real
-//! WebRTC peer over loopback. Prints p50/p95/max per stage and end to end
+//! models, for 1, 2 and 3 sessions at once, in process (the session's
+//! 20 ms audio pull stands for the client). Prints p50/p95/max per stage and end to end
 //! (utterance-to-utterance: end of the user's speech → first replica audio
 //! at the client), the A/V offset, deadline misses, audio underruns, CPU
 //! and memory per session, and which stage ate the budget; writes the

@@ -6,8 +6,8 @@
 //! silence until the replica has answered and finished, and times each
 //! turn from the end of the user's speech (the last sample above the
 //! noise floor, known to the harness) to the first replica audio at the
-//! client. Two clients: in process (the session's 20 ms pull is the
-//! client) and a real WebRTC peer over loopback ([`crate::webrtc`]).
+//! client. The client is in process: the session's 20 ms pull of the
+//! replica's audio, as the WebRTC edge makes it.
 
 use std::time::{Duration, Instant};
 
