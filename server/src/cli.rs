@@ -367,6 +367,19 @@ async fn load_perception(
     Ok(Some(crate::edge::perception::PerceptionConfig { perceiver, fps }))
 }
 
+/// A resident model named by `flag`: it must be of `stage` and fetched.
+fn check_flag(manifest: &Manifest, store: &Store, flag: &str, id: &str, stage: &str, what: &str) -> anyhow::Result<()> {
+    let model = manifest.model(id)?;
+    if model.stage != stage {
+        anyhow::bail!("{flag} {id}: that model is for the {} stage, not {what}", model.stage);
+    }
+    let state = store.state(model)?;
+    if !state.is_ready() {
+        anyhow::bail!("{flag} {id} is not ready ({state}); run `tete models fetch {id}`");
+    }
+    Ok(())
+}
+
 /// Loads the conversation stack (VAD, Smart Turn, Whisper, the LLM, the
 /// voice) and says a first phrase, so a missing espeak-ng fails the start
 /// rather than the first call.
@@ -382,6 +395,9 @@ async fn load_resident(
         tts: args.tts_model.clone(),
         ..Default::default()
     };
+    check_flag(manifest, store, "--asr-model", &ids.asr, "asr", "speech recognition")?;
+    check_flag(manifest, store, "--llm-model", &ids.llm, "llm", "the LLM")?;
+    check_flag(manifest, store, "--tts-model", &ids.tts, "tts", "speech synthesis")?;
     let what = format!("{} + {} + {} + {}", ids.vad, ids.asr, ids.llm, ids.tts);
     let (manifest, store, device) = (manifest.clone(), store.clone(), device.clone());
     load_blocking("conversation stack", &what, move || {
