@@ -10,26 +10,16 @@
 //! Needs the models (`tete models fetch`) and espeak-ng.
 //! Run: `cargo bench -p tete-bench --bench hearing`
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
+use tete_bench::harness::speak;
 use tete_engine::asr::Whisper;
 use tete_engine::hearing::{HearingConfig, HearingEvent, HearingModels, HearingSession};
 use tete_engine::models::{Manifest, Store, convert::OUTPUT, default_home};
 use tete_engine::turn::SmartTurn;
 use tete_engine::vad::SileroVad;
-
-fn speak(text: &str) -> Vec<f32> {
-    let out = Command::new("espeak-ng").args(["--stdout", text]).output().expect("espeak-ng");
-    let wav = &out.stdout;
-    let rate = u32::from_le_bytes(wav[24..28].try_into().unwrap());
-    let data = wav.windows(4).position(|w| w == b"data").expect("a data chunk") + 8;
-    let pcm: Vec<f32> =
-        wav[data..].chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0).collect();
-    tete_engine::audio::resample(&pcm, rate, 16_000).unwrap()
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3

@@ -26,19 +26,7 @@ fn microphone(path: &std::path::Path) {
     let mut pcm = vec![0.0; 2 * 48_000];
     pcm.extend(tete_engine::audio::resample(&clip, 16_000, 48_000).unwrap());
     pcm.extend(vec![0.0; 48_000 * 25]);
-    let mut b = Vec::new();
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + 2 * pcm.len() as u32).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    for v in [16u32, 1 | (1 << 16), 48_000, 96_000, 2 | (16 << 16)] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&(2 * pcm.len() as u32).to_le_bytes());
-    for s in pcm {
-        b.extend_from_slice(&((s * 32767.0) as i16).to_le_bytes());
-    }
-    std::fs::write(path, b).unwrap();
+    common::wav_48k(path, &pcm);
 }
 
 async fn post(base: &str, path: &str, body: Value) -> Value {

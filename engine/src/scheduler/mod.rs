@@ -485,20 +485,13 @@ impl Run {
     }
 
     fn enqueue(&mut self, session: u64, stage: Stage, work: Option<Work>, turn: u64, enqueued: Instant) {
-        self.enqueue_by(session, stage, work, turn, enqueued, enqueued + stage.budget());
+        self.push(Item { session, stage, work, turn, enqueued, deadline: enqueued + stage.budget(), order: 0 });
     }
 
-    fn enqueue_by(
-        &mut self,
-        session: u64,
-        stage: Stage,
-        work: Option<Work>,
-        turn: u64,
-        enqueued: Instant,
-        deadline: Instant,
-    ) {
+    /// Queues `item` after every item of the same deadline.
+    fn push(&mut self, item: Item) {
         self.order += 1;
-        self.queue.push(Reverse(Item { session, stage, work, turn, enqueued, deadline, order: self.order }));
+        self.queue.push(Reverse(Item { order: self.order, ..item }));
     }
 
     /// Takes a command; false to stop.
@@ -595,7 +588,15 @@ impl Run {
             let now = Instant::now();
             match next {
                 Some(Next::Decode(turn)) => self.enqueue(id, Stage::Decode, None, turn, now),
-                Some(Next::Speak(within)) => self.enqueue_by(id, Stage::Speak, None, 0, now, now + within),
+                Some(Next::Speak(within)) => self.push(Item {
+                    session: id,
+                    stage: Stage::Speak,
+                    work: None,
+                    turn: 0,
+                    enqueued: now,
+                    deadline: now + within,
+                    order: 0,
+                }),
                 None => {}
             }
         }

@@ -272,6 +272,14 @@ pub fn serve(args: &[&str]) -> Server {
 /// A 16-bit mono 48 kHz WAV of a `hz` tone.
 pub fn tone_wav(path: &std::path::Path, hz: f64, seconds: f64) {
     let n = (48_000.0 * seconds) as usize;
+    let pcm: Vec<f32> =
+        (0..n).map(|i| (0.4 * (std::f64::consts::TAU * hz * i as f64 / 48_000.0).sin()) as f32).collect();
+    wav_48k(path, &pcm);
+}
+
+/// `pcm` (48 kHz, in [-1, 1]) as a 16-bit mono WAV file.
+pub fn wav_48k(path: &std::path::Path, pcm: &[f32]) {
+    let n = pcm.len();
     let mut b = Vec::new();
     b.extend_from_slice(b"RIFF");
     b.extend_from_slice(&(36 + 2 * n as u32).to_le_bytes());
@@ -281,9 +289,8 @@ pub fn tone_wav(path: &std::path::Path, hz: f64, seconds: f64) {
     }
     b.extend_from_slice(b"data");
     b.extend_from_slice(&(2 * n as u32).to_le_bytes());
-    for i in 0..n {
-        let s = (0.4 * (std::f64::consts::TAU * hz * i as f64 / 48_000.0).sin() * 32767.0) as i16;
-        b.extend_from_slice(&s.to_le_bytes());
+    for s in pcm {
+        b.extend_from_slice(&((s * 32767.0) as i16).to_le_bytes());
     }
     std::fs::write(path, b).unwrap();
 }
