@@ -48,8 +48,10 @@ export TETE_TEST_POSTGRES_URL TETE_REQUIRE_POSTGRES=1
 
 cargo build --locked -p tete-server
 target/debug/tete models fetch
-# Beyond the defaults, the tests also load the multilingual recogniser.
+# Beyond the defaults, the tests also load the multilingual recogniser and
+# the larger LLM option.
 target/debug/tete models fetch whisper-base
+target/debug/tete models fetch qwen2.5-coder-0.5b-instruct
 
 # The whole workspace with the `cuda` feature (cudarc, NVRTC loaded at run
 # time), then the unit tests once more without it, for the default build's
