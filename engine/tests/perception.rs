@@ -161,3 +161,46 @@ fn a_session_answers_the_personas_questions() {
     assert!(analysis.answers[1].1.starts_with("Perception cannot answer"), "{:?}", analysis.answers);
     assert!((analysis.summary.seconds_in_view - 3.0).abs() < 0.6, "{:?}", analysis.summary);
 }
+
+/// The executor's seeing lane: two sessions' frames handed in together are
+/// looked at as one batch and give what the perceiver gives frame by
+/// frame; a session with a frame out cannot hand another; an overloaded
+/// executor makes the lane skip frames instead of looking.
+#[test]
+fn the_seeing_lane_looks_for_every_session_and_skips_under_load() {
+    use std::time::Duration;
+    use tete_engine::scheduler::{Seen, Sight, Skip};
+
+    let perceiver = perceiver();
+    let (face, empty) = (astronaut(), RgbImage::from_pixel(320, 240, image::Rgb([90, 60, 40])));
+    let alone = [perceiver.observe(&face, 1.0).unwrap(), perceiver.observe(&empty, 2.0).unwrap()];
+
+    let sight = Sight::start(perceiver.clone(), None).unwrap();
+    let (mut a, mut b) = (sight.viewer(), sight.viewer());
+    assert!(a.look(1.0, face.clone()));
+    assert!(!a.look(1.5, face.clone()), "a second frame while the first is out");
+    assert!(b.look(2.0, empty.clone()));
+    for (viewer, expected) in [(&mut a, &alone[0]), (&mut b, &alone[1])] {
+        let seen = viewer.seen_waiting(Duration::from_secs(60));
+        let [Seen::Looked { t, observation: Ok(o), took }] = seen.as_slice() else { panic!("{seen:?}") };
+        assert_eq!((*t, o.faces, o.head), (expected.t, expected.faces, expected.head));
+        assert!(*took > Duration::ZERO);
+        match (o.expression, expected.expression) {
+            (Some(got), Some(want)) => {
+                let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
+                assert!(worst < 1e-4, "batched {got:?} vs alone {want:?}");
+            }
+            (got, want) => assert_eq!(got, want),
+        }
+        assert!(!viewer.busy());
+    }
+    assert_eq!((sight.figures().items, sight.skipped()), (2, 0));
+
+    let loaded = Sight::start(perceiver, Some(Arc::new(|| 0.95))).unwrap();
+    let mut c = loaded.viewer();
+    assert!(c.look(3.0, face));
+    assert_eq!(c.seen_waiting(Duration::from_secs(60)), [Seen::Skipped { t: 3.0, why: Skip::Overloaded }]);
+    assert_eq!((loaded.figures().items, loaded.skipped()), (0, 1));
+    // Once back, the session may hand the next frame.
+    assert!(c.look(3.5, empty));
+}

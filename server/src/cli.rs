@@ -343,12 +343,14 @@ async fn load_training(
 }
 
 /// Loads the expression net perception runs with the face models (on the
-/// CPU, a few frames a second per call); none when `fps` is 0.
+/// CPU, a few frames a second per call) and starts the executor's seeing
+/// lane with them; none when `fps` is 0.
 async fn load_perception(
     manifest: &Manifest,
     store: &Store,
     faces: &crate::training::FaceModels,
     fps: f64,
+    executor: &tete_engine::scheduler::Executor,
 ) -> anyhow::Result<Option<crate::edge::perception::PerceptionConfig>> {
     if fps <= 0.0 {
         tracing::info!("perception is off (--perception-fps 0)");
@@ -364,7 +366,9 @@ async fn load_perception(
         faces.mesher.clone(),
         std::sync::Arc::new(expressions),
     );
-    Ok(Some(crate::edge::perception::PerceptionConfig { perceiver, fps }))
+    let sight = tete_engine::scheduler::Sight::start(perceiver, Some(executor.load_probe()))
+        .context("starting the executor's seeing lane")?;
+    Ok(Some(crate::edge::perception::PerceptionConfig { sight: std::sync::Arc::new(sight), fps }))
 }
 
 /// A resident model named by `flag`: it must be of `stage` and fetched.
@@ -441,7 +445,7 @@ async fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         tete_engine::scheduler::Executor::start(resident, args.max_sessions).context("starting the executor")?,
     );
     let training = load_training(&manifest, &store, &home(global), args.video_size).await?;
-    let perception = load_perception(&manifest, &store, &training.faces, args.perception_fps).await?;
+    let perception = load_perception(&manifest, &store, &training.faces, args.perception_fps, &executor).await?;
     let media =
         crate::edge::conversation::conversation_media(training.replicas_dir.clone(), args.video_size, executor.clone());
     let db = database(global).await?;

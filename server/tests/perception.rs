@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tete_engine::face::{BlazeFace, FaceMesh};
 use tete_engine::models::convert::OUTPUT;
 use tete_engine::perception::{ExpressionNet, Perceiver};
+use tete_engine::scheduler::Sight;
 use tete_server::api::Api;
 use tete_server::edge::perception::PerceptionConfig;
 use tete_server::edge::{Edge, EdgeConfig};
@@ -41,7 +42,8 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let app = app(&tete_server::db::Db::sqlite_url(dir.path())).await;
-    let perception = PerceptionConfig { perceiver: perceiver(), fps: 4.0 };
+    let sight = Sight::start(perceiver(), None).expect("the seeing lane starts");
+    let perception = PerceptionConfig { sight: Arc::new(sight), fps: 4.0 };
     let edge = Edge::new(EdgeConfig { perception: Some(perception), ..EdgeConfig::default() }, None);
     edge.follow(&app.api.host);
     let api = Api { edge: Some(edge), ..app.api.clone() };

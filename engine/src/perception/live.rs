@@ -32,17 +32,47 @@ impl Perceiver {
     /// What `image`, shown at `t` seconds on the session clock, shows: how
     /// many faces, and the largest one's expression and head turn.
     pub fn observe(&self, image: &RgbImage, t: f64) -> Result<Observation, PerceptionError> {
-        let faces = self.detector.detect(image)?;
-        let main =
-            faces.iter().max_by(|a, b| (a.bbox.width * a.bbox.height).total_cmp(&(b.bbox.width * b.bbox.height)));
-        let Some(face) = main else { return Ok(Observation { t, ..Default::default() }) };
-        let expression = match face_crop(image, &face.bbox) {
-            Some(crop) => Some(self.expressions.probabilities(&crop)?),
-            None => None,
+        self.observe_batch(&[(image, t)]).pop().unwrap_or_else(|| Ok(Observation { t, ..Default::default() }))
+    }
+
+    /// [`Self::observe`] for several frames (of different sessions): faces
+    /// and landmarks frame by frame, the expressions of every frame's main
+    /// face as one batch. Each frame gets its own result.
+    pub fn observe_batch(&self, frames: &[(&RgbImage, f64)]) -> Vec<Result<Observation, PerceptionError>> {
+        // Faces, head turn and crop of each frame's largest face.
+        let looks: Vec<Result<(Observation, Option<RgbImage>), PerceptionError>> = frames
+            .iter()
+            .map(|&(image, t)| {
+                let faces = self.detector.detect(image)?;
+                let main = faces
+                    .iter()
+                    .max_by(|a, b| (a.bbox.width * a.bbox.height).total_cmp(&(b.bbox.width * b.bbox.height)));
+                let Some(face) = main else { return Ok((Observation { t, ..Default::default() }, None)) };
+                let mesh = self.mesher.landmarks(image, face)?;
+                let points: Vec<[f32; 2]> = mesh.points.iter().map(|p| [p[0], p[1]]).collect();
+                let seen = Observation { t, faces: faces.len(), expression: None, head: head_angles(&points) };
+                Ok((seen, face_crop(image, &face.bbox)))
+            })
+            .collect();
+        let crops: Vec<&RgbImage> = looks.iter().filter_map(|l| l.as_ref().ok()?.1.as_ref()).collect();
+        // A failed batch fails each frame that had a face, with its message.
+        let mut expressions = match crops.is_empty() {
+            true => Ok(Vec::new().into_iter()),
+            false => self.expressions.probabilities_batch(&crops).map(Vec::into_iter).map_err(|e| e.to_string()),
         };
-        let mesh = self.mesher.landmarks(image, face)?;
-        let points: Vec<[f32; 2]> = mesh.points.iter().map(|p| [p[0], p[1]]).collect();
-        Ok(Observation { t, faces: faces.len(), expression, head: head_angles(&points) })
+        looks
+            .into_iter()
+            .map(|look| {
+                let (mut seen, crop) = look?;
+                if crop.is_some() {
+                    match &mut expressions {
+                        Ok(probabilities) => seen.expression = probabilities.next(),
+                        Err(e) => return Err(PerceptionError::Candle(candle_core::Error::Msg(e.clone()))),
+                    }
+                }
+                Ok(seen)
+            })
+            .collect()
     }
 }
 

@@ -15,7 +15,8 @@
 //! forward. Each item's enqueue, start and end times feed per-stage
 //! figures (run time, queueing delay, deadline misses) and metrics
 //! histograms; the busy share of the executor tells the host whether it
-//! can take another session.
+//! can take another session. Perception runs beside them on a third,
+//! low-priority lane ([`Sight`]) that skips camera frames under load.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -35,8 +36,10 @@ use crate::turn::{Interruptibility, Patience};
 
 mod resident;
 mod session;
+mod sight;
 pub use resident::{LoadError, ResidentIds, gguf_path};
 use session::{Next, Session, finish_composing, run_work, speak_next};
+pub use sight::{LoadProbe, SIGHT_BUDGET, Seen, Sight, Skip, Viewer};
 
 /// What the replica says when its model fails mid-conversation.
 pub const FALLBACK_LINE: &str = "Sorry, I lost my train of thought. Could you say that again?";
@@ -205,6 +208,35 @@ struct StageCounters {
     late: AtomicU64,
 }
 
+impl StageCounters {
+    /// Counts an item of `stage` that waited `queued` and ran for `run`.
+    fn record(&self, stage: &'static str, queued: Duration, run: Duration, late: bool) {
+        self.items.fetch_add(1, Ordering::Relaxed);
+        self.run_us.fetch_add(run.as_micros() as u64, Ordering::Relaxed);
+        self.run_max_us.fetch_max(run.as_micros() as u64, Ordering::Relaxed);
+        self.queued_us.fetch_add(queued.as_micros() as u64, Ordering::Relaxed);
+        self.queued_max_us.fetch_max(queued.as_micros() as u64, Ordering::Relaxed);
+        metrics::histogram!("tete_stage_seconds", "stage" => stage).record(run.as_secs_f64());
+        metrics::histogram!("tete_queue_seconds", "stage" => stage).record(queued.as_secs_f64());
+        if late {
+            self.late.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("tete_deadline_misses_total", "stage" => stage).increment(1);
+        }
+    }
+
+    fn figures(&self) -> StageFigures {
+        let us = |a: &AtomicU64| Duration::from_micros(a.load(Ordering::Relaxed));
+        StageFigures {
+            items: self.items.load(Ordering::Relaxed),
+            run_total: us(&self.run_us),
+            run_max: us(&self.run_max_us),
+            queued_total: us(&self.queued_us),
+            queued_max: us(&self.queued_max_us),
+            late: self.late.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Shared between the executor and its handles: figures, load, cancels.
 struct Shared {
     stages: [StageCounters; 5],
@@ -212,6 +244,12 @@ struct Shared {
     load: [AtomicU32; 2],
     sessions: AtomicU32,
     next_session: AtomicU64,
+}
+
+impl Shared {
+    fn max_load(&self) -> f32 {
+        self.load.iter().map(|l| l.load(Ordering::Relaxed)).max().unwrap_or(0) as f32 / 1000.0
+    }
 }
 
 enum Command {
@@ -279,7 +317,14 @@ impl Executor {
 
     /// Busy share of the executor's busiest lane over the last seconds (0–1).
     pub fn load(&self) -> f32 {
-        self.shared.load.iter().map(|l| l.load(Ordering::Relaxed)).max().unwrap_or(0) as f32 / 1000.0
+        self.shared.max_load()
+    }
+
+    /// A probe of [`Self::load`] for a lane that runs beside the executor
+    /// (the seeing lane skips frames while the executor is overloaded).
+    pub fn load_probe(&self) -> LoadProbe {
+        let shared = self.shared.clone();
+        Arc::new(move || shared.max_load())
     }
 
     pub fn sessions(&self) -> u32 {
@@ -294,16 +339,7 @@ impl Executor {
 
     /// Figures of one stage.
     pub fn figures(&self, stage: Stage) -> StageFigures {
-        let c = &self.shared.stages[stage.index()];
-        let us = |a: &AtomicU64| Duration::from_micros(a.load(Ordering::Relaxed));
-        StageFigures {
-            items: c.items.load(Ordering::Relaxed),
-            run_total: us(&c.run_us),
-            run_max: us(&c.run_max_us),
-            queued_total: us(&c.queued_us),
-            queued_max: us(&c.queued_max_us),
-            late: c.late.load(Ordering::Relaxed),
-        }
+        self.shared.stages[stage.index()].figures()
     }
 }
 
@@ -602,20 +638,13 @@ impl Run {
         }
         let ended = Instant::now();
         for item in &items {
-            let c = &self.shared.stages[item.stage.index()];
-            let run = ended - started;
             let queued = started.saturating_duration_since(item.enqueued);
-            c.items.fetch_add(1, Ordering::Relaxed);
-            c.run_us.fetch_add(run.as_micros() as u64, Ordering::Relaxed);
-            c.run_max_us.fetch_max(run.as_micros() as u64, Ordering::Relaxed);
-            c.queued_us.fetch_add(queued.as_micros() as u64, Ordering::Relaxed);
-            c.queued_max_us.fetch_max(queued.as_micros() as u64, Ordering::Relaxed);
-            metrics::histogram!("tete_stage_seconds", "stage" => item.stage.name()).record(run.as_secs_f64());
-            metrics::histogram!("tete_queue_seconds", "stage" => item.stage.name()).record(queued.as_secs_f64());
-            if ended > item.deadline {
-                c.late.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("tete_deadline_misses_total", "stage" => item.stage.name()).increment(1);
-            }
+            self.shared.stages[item.stage.index()].record(
+                item.stage.name(),
+                queued,
+                ended - started,
+                ended > item.deadline,
+            );
         }
     }
 

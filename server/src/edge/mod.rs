@@ -500,7 +500,7 @@ impl Driver {
                     self.exchange();
                 }
                 _ = video.tick(), if connected => {
-                    if self.watcher.as_ref().is_some_and(Watcher::present) {
+                    if self.watcher.as_mut().is_some_and(Watcher::present) {
                         self.active(&api).await;
                     }
                     if let Some(frame) = self.media.next_video() {
@@ -543,7 +543,7 @@ impl Driver {
         for line in self.media.utterances() {
             let _ = self.transcript.send(line);
         }
-        if let Some(watcher) = &self.watcher {
+        if let Some(watcher) = &mut self.watcher {
             for note in watcher.take_notes() {
                 self.media.noticed(&note.text);
             }
@@ -585,10 +585,7 @@ impl Driver {
                     }
                 }
                 if let Some((config, asks)) = self.watch_for.take() {
-                    match Watcher::start(&config, asks) {
-                        Ok(watcher) => self.watcher = Some(watcher),
-                        Err(e) => tracing::error!(conversation = %self.conversation, "perception cannot start: {e}"),
-                    }
+                    self.watcher = Some(Watcher::start(&config, asks));
                 }
                 self.media.presence(true);
                 api.host.signal(&self.conversation, Signal::ParticipantJoined).await;

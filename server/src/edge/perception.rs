@@ -1,24 +1,25 @@
 //! Perception on a peer's call: the user's camera looked at a few times a
-//! second on a thread of its own, never in the way of the media. A frame
-//! that arrives while the previous one is still being looked at is
-//! skipped (and counted), so a busy host sees less often instead of
+//! second on the executor's seeing lane (low priority, shared by every
+//! call), never in the way of the media. A frame that arrives while the
+//! previous one is still out is skipped (and counted), and the lane skips
+//! frames itself under load, so a busy host sees less often instead of
 //! falling behind. What it sees builds the session's [`UserView`]: notes
 //! when the user's state changes, the persona's live questions answered,
 //! and at the end of the call the analysis.
 
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tete_engine::perception::{Analysis, Note, Perceiver, SignalConfig, UserView};
+use tete_engine::perception::{Analysis, Note, SignalConfig, UserView};
+use tete_engine::scheduler::{SIGHT_BUDGET, Seen, Sight, Viewer};
 
 use super::peer::VideoFrame;
 
 /// How perception runs on calls.
 #[derive(Debug, Clone)]
 pub struct PerceptionConfig {
-    pub perceiver: Perceiver,
+    /// The executor's seeing lane, shared by every call.
+    pub sight: Arc<Sight>,
     /// Camera frames looked at per second, at most.
     pub fps: f64,
 }
@@ -50,27 +51,21 @@ impl PerceptionAsks {
     }
 }
 
-/// What the looking thread shares with the peer's task.
+/// One peer's perception: frames out to the seeing lane, the user's view
+/// built from what comes back.
 #[derive(Debug)]
-struct Shared {
+pub struct Watcher {
+    viewer: Viewer,
     view: UserView,
     /// Notes not yet taken.
     fresh: Vec<Note>,
-    looked: u64,
-    failed: u64,
-    busy: Duration,
-}
-
-/// One peer's perception.
-#[derive(Debug)]
-pub struct Watcher {
-    tx: Option<SyncSender<(f64, VideoFrame)>>,
-    shared: Arc<Mutex<Shared>>,
-    thread: Option<JoinHandle<()>>,
     started: Instant,
     period: f64,
     last_handed: Option<f64>,
+    looked: u64,
+    failed: u64,
     skipped: u64,
+    busy: Duration,
     asks: PerceptionAsks,
 }
 
@@ -79,105 +74,100 @@ pub struct Watcher {
 pub struct Watched {
     pub analysis: Analysis,
     pub frames_looked_at: u64,
+    /// Frames not looked at: the last one was still out, or the lane
+    /// skipped it (stale or overloaded).
     pub frames_skipped: u64,
     pub frames_failed: u64,
     /// Mean time to look at one frame.
     pub mean_look: Duration,
 }
 
-fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
-    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 impl Watcher {
     /// Starts looking for a call whose persona asks `asks`.
-    pub fn start(config: &PerceptionConfig, asks: PerceptionAsks) -> std::io::Result<Self> {
-        let shared = Arc::new(Mutex::new(Shared {
+    pub fn start(config: &PerceptionConfig, asks: PerceptionAsks) -> Self {
+        Self {
+            viewer: config.sight.viewer(),
             view: UserView::new(SignalConfig::default(), &asks.visual_awareness_queries),
             fresh: Vec::new(),
-            looked: 0,
-            failed: 0,
-            busy: Duration::ZERO,
-        }));
-        let (tx, rx) = sync_channel::<(f64, VideoFrame)>(1);
-        let (perceiver, for_thread) = (config.perceiver.clone(), shared.clone());
-        let thread = std::thread::Builder::new().name("perception".into()).spawn(move || {
-            for (t, frame) in rx {
-                let began = Instant::now();
-                let seen = perceiver.observe(&frame.to_rgb(), t);
-                let took = began.elapsed();
-                metrics::histogram!("tete_perception_frame_seconds").record(took.as_secs_f64());
-                let mut shared = lock(&for_thread);
-                shared.busy += took;
-                match seen {
-                    Ok(observation) => {
-                        shared.looked += 1;
-                        let notes = shared.view.observe(&observation);
-                        shared.fresh.extend(notes);
-                    }
-                    Err(e) => {
-                        if shared.failed == 0 {
-                            tracing::warn!("perception could not read a camera frame: {e}");
-                        }
-                        shared.failed += 1;
-                    }
-                }
-            }
-        })?;
-        Ok(Self {
-            tx: Some(tx),
-            shared,
-            thread: Some(thread),
             started: Instant::now(),
             period: 1.0 / config.fps.max(0.1),
             last_handed: None,
+            looked: 0,
+            failed: 0,
             skipped: 0,
+            busy: Duration::ZERO,
             asks,
-        })
+        }
     }
 
-    /// A camera frame that arrived at `now`: looked at if it is time and
-    /// the thread is free, else skipped.
+    /// A camera frame that arrived at `now`: handed to the seeing lane if
+    /// it is time and the last frame is back, else skipped.
     pub fn frame(&mut self, now: Instant, frame: &VideoFrame) {
+        self.take_seen();
         let t = now.saturating_duration_since(self.started).as_secs_f64();
         if self.last_handed.is_some_and(|last| t - last < self.period) {
             return;
         }
-        let Some(tx) = &self.tx else { return };
-        match tx.try_send((t, frame.clone())) {
-            Ok(()) => self.last_handed = Some(t),
-            Err(TrySendError::Full(_)) => {
-                self.skipped += 1;
-                metrics::counter!("tete_perception_frames_skipped_total").increment(1);
-            }
-            Err(TrySendError::Disconnected(_)) => self.tx = None,
+        if self.viewer.busy() {
+            self.skipped += 1;
+            metrics::counter!("tete_perception_frames_skipped_total", "why" => "busy").increment(1);
+            return;
+        }
+        if self.viewer.look(t, frame.to_rgb()) {
+            self.last_handed = Some(t);
         }
     }
 
     /// Notes since the last call (for the conversation's context).
-    pub fn take_notes(&self) -> Vec<Note> {
-        std::mem::take(&mut lock(&self.shared).fresh)
+    pub fn take_notes(&mut self) -> Vec<Note> {
+        self.take_seen();
+        std::mem::take(&mut self.fresh)
     }
 
     /// A face is in view now.
-    pub fn present(&self) -> bool {
-        lock(&self.shared).view.present()
+    pub fn present(&mut self) -> bool {
+        self.take_seen();
+        self.view.present()
     }
 
-    /// Stops looking and answers the persona's analysis queries (blocking
-    /// until the frame being looked at is done).
-    pub fn finish(mut self) -> Watched {
-        drop(self.tx.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+    /// What the lane sent back, into the view.
+    fn take_seen(&mut self) {
+        let seen = self.viewer.seen();
+        self.account(seen);
+    }
+
+    fn account(&mut self, seen: Vec<Seen>) {
+        for s in seen {
+            match s {
+                Seen::Looked { observation: Ok(observation), took, .. } => {
+                    self.looked += 1;
+                    self.busy += took;
+                    let notes = self.view.observe(&observation);
+                    self.fresh.extend(notes);
+                }
+                Seen::Looked { observation: Err(e), took, .. } => {
+                    if self.failed == 0 {
+                        tracing::warn!("perception could not read a camera frame: {e}");
+                    }
+                    self.failed += 1;
+                    self.busy += took;
+                }
+                Seen::Skipped { .. } => self.skipped += 1,
+            }
         }
-        let shared = lock(&self.shared);
+    }
+
+    /// Stops looking and answers the persona's analysis queries (waiting
+    /// for a frame still being looked at, within the lane's budget).
+    pub fn finish(mut self) -> Watched {
+        let seen = self.viewer.seen_waiting(2 * SIGHT_BUDGET);
+        self.account(seen);
         Watched {
-            analysis: shared.view.analysis(&self.asks.perception_analysis_queries),
-            frames_looked_at: shared.looked,
+            analysis: self.view.analysis(&self.asks.perception_analysis_queries),
+            frames_looked_at: self.looked,
             frames_skipped: self.skipped,
-            frames_failed: shared.failed,
-            mean_look: shared.busy / (shared.looked + shared.failed).max(1) as u32,
+            frames_failed: self.failed,
+            mean_look: self.busy / (self.looked + self.failed).max(1) as u32,
         }
     }
 }

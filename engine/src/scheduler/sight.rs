@@ -1,0 +1,244 @@
+//! The executor's seeing lane: perception of every session's camera, at
+//! low priority. Its thread runs at a lower OS priority than the hearing
+//! and reply lanes (nice +10), and its models run on a one-thread pool of
+//! their own, so perception never takes a worker of the pool the LLM's
+//! products run on. A session hands in one frame at a time
+//! ([`Viewer::look`]); the lane takes every frame queued at that moment
+//! and looks at them as one batch (faces and landmarks frame by frame,
+//! the expressions of all of them in one forward). Under load it skips
+//! instead of falling behind: a frame that waited past its budget, or any
+//! frame while the executor's busiest lane is over [`MAX_LOAD`], comes
+//! back as [`Seen::Skipped`], so the session simply looks less often.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, unbounded};
+
+use super::{MAX_LOAD, StageCounters, StageFigures};
+use crate::face::RgbImage;
+use crate::perception::{Observation, Perceiver};
+
+/// The executor's load (its busiest lane's busy share, 0–1), read by the
+/// seeing lane before each batch.
+pub type LoadProbe = Arc<dyn Fn() -> f32 + Send + Sync>;
+
+/// How long a frame may wait for the lane before it is skipped.
+pub const SIGHT_BUDGET: Duration = Duration::from_millis(500);
+/// How much lower than the other lanes the seeing lane's thread runs.
+const NICENESS: i32 = 10;
+
+/// What became of a frame handed to the lane.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seen {
+    /// Looked at: what it showed, or why it could not be read.
+    Looked { t: f64, observation: Result<Observation, String>, took: Duration },
+    /// Not looked at, and why.
+    Skipped { t: f64, why: Skip },
+}
+
+/// Why a frame was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// It waited longer than [`SIGHT_BUDGET`].
+    Stale,
+    /// The executor was over [`MAX_LOAD`].
+    Overloaded,
+}
+
+impl Skip {
+    pub fn name(self) -> &'static str {
+        match self {
+            Skip::Stale => "stale",
+            Skip::Overloaded => "overloaded",
+        }
+    }
+}
+
+struct Look {
+    t: f64,
+    image: RgbImage,
+    enqueued: Instant,
+    out: Sender<Seen>,
+}
+
+struct Shared {
+    counters: StageCounters,
+    skipped: AtomicU64,
+}
+
+/// The seeing lane.
+pub struct Sight {
+    looks: Option<Sender<Look>>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Sight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sight").field("figures", &self.figures()).finish()
+    }
+}
+
+impl Sight {
+    /// Starts the lane with `perceiver`'s models. With a `load` probe it
+    /// skips frames while the executor is overloaded; without one (a host
+    /// that only perceives) it looks at every frame that is not stale.
+    pub fn start(perceiver: Perceiver, load: Option<LoadProbe>) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared { counters: StageCounters::default(), skipped: AtomicU64::new(0) });
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|_| "executor-seeing-pool".into())
+            .start_handler(|_| lower_priority())
+            .build()
+            .map_err(std::io::Error::other)?;
+        let (looks, rx) = unbounded();
+        let for_lane = shared.clone();
+        let thread = std::thread::Builder::new().name("executor-seeing".into()).spawn(move || {
+            lower_priority();
+            run(&perceiver, &pool, load.as_deref(), &for_lane, &rx);
+        })?;
+        Ok(Self { looks: Some(looks), shared, thread: Some(thread) })
+    }
+
+    /// A new session's end of the lane.
+    pub fn viewer(&self) -> Viewer {
+        let (out, results) = unbounded();
+        Viewer { looks: self.looks.clone(), out, results, ready: Vec::new(), in_flight: false }
+    }
+
+    /// Figures of the frames looked at.
+    pub fn figures(&self) -> StageFigures {
+        self.shared.counters.figures()
+    }
+
+    /// Frames skipped since the lane started.
+    pub fn skipped(&self) -> u64 {
+        self.shared.skipped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Sight {
+    fn drop(&mut self) {
+        drop(self.looks.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One session's end of the seeing lane: one frame in flight at a time.
+#[derive(Debug)]
+pub struct Viewer {
+    looks: Option<Sender<Look>>,
+    out: Sender<Seen>,
+    results: Receiver<Seen>,
+    /// Results taken off the queue but not yet asked for.
+    ready: Vec<Seen>,
+    in_flight: bool,
+}
+
+impl Viewer {
+    /// Hands the lane `image`, shown at `t` seconds on the session's clock;
+    /// false (and nothing handed) while the last frame is still out or the
+    /// lane has stopped.
+    pub fn look(&mut self, t: f64, image: RgbImage) -> bool {
+        self.take_results();
+        if self.in_flight {
+            return false;
+        }
+        let Some(looks) = &self.looks else { return false };
+        let look = Look { t, image, enqueued: Instant::now(), out: self.out.clone() };
+        if looks.send(look).is_err() {
+            self.looks = None;
+            return false;
+        }
+        self.in_flight = true;
+        true
+    }
+
+    /// Whether a frame is out.
+    pub fn busy(&self) -> bool {
+        self.in_flight
+    }
+
+    /// What came back since the last call.
+    pub fn seen(&mut self) -> Vec<Seen> {
+        self.take_results();
+        std::mem::take(&mut self.ready)
+    }
+
+    /// What came back, waiting up to `timeout` for a frame still out.
+    pub fn seen_waiting(&mut self, timeout: Duration) -> Vec<Seen> {
+        let mut seen = self.seen();
+        if self.in_flight
+            && let Ok(s) = self.results.recv_timeout(timeout)
+        {
+            self.in_flight = false;
+            seen.push(s);
+        }
+        seen
+    }
+
+    fn take_results(&mut self) {
+        while let Ok(s) = self.results.try_recv() {
+            self.in_flight = false;
+            self.ready.push(s);
+        }
+    }
+}
+
+/// The lane's loop: every frame queued at once, skipped or looked at as one batch.
+fn run(
+    perceiver: &Perceiver,
+    pool: &rayon::ThreadPool,
+    load: Option<&(dyn Fn() -> f32 + Send + Sync)>,
+    shared: &Shared,
+    rx: &Receiver<Look>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        loop {
+            match rx.try_recv() {
+                Ok(look) => batch.push(look),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        let started = Instant::now();
+        let overloaded = load.is_some_and(|load| load() >= MAX_LOAD);
+        let (batch, skipped): (Vec<Look>, Vec<Look>) =
+            batch.into_iter().partition(|l| !overloaded && started - l.enqueued <= SIGHT_BUDGET);
+        for look in skipped {
+            let why = if overloaded { Skip::Overloaded } else { Skip::Stale };
+            shared.skipped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("tete_perception_frames_skipped_total", "why" => why.name()).increment(1);
+            let _ = look.out.send(Seen::Skipped { t: look.t, why });
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let frames: Vec<(&RgbImage, f64)> = batch.iter().map(|l| (&l.image, l.t)).collect();
+        let observations = pool.install(|| perceiver.observe_batch(&frames));
+        let ended = Instant::now();
+        // Each frame is charged its share of the batch.
+        let took = (ended - started) / batch.len() as u32;
+        for (look, observation) in batch.iter().zip(observations) {
+            let queued = started.saturating_duration_since(look.enqueued);
+            shared.counters.record("see", queued, took, ended > look.enqueued + SIGHT_BUDGET);
+            let observation = observation.map_err(|e| e.to_string());
+            let _ = look.out.send(Seen::Looked { t: look.t, observation, took });
+        }
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (Linux: nice is per
+/// thread). Failing (no permission) leaves it where it was, which is harmless.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICENESS) {
+        tracing::debug!("the seeing lane keeps its priority: {e}");
+    }
+}
