@@ -128,11 +128,16 @@ pub struct Report {
     pub turns: Vec<Turn>,
     /// Turns spoken but not answered.
     pub unanswered: usize,
-    pub underruns: u64,
+    /// Audio underruns in the session (seen in process only).
+    pub underruns: Option<u64>,
+    /// Audio packets that reached the client late (WebRTC client only).
+    pub late_packets: Option<u64>,
     /// Stage → (items, late, mean run ms, mean queued ms).
     pub stages: Vec<(&'static str, u64, u64, f64, f64)>,
     pub cpu_share_per_session: f64,
     pub rss_per_session_mb: f64,
+    /// Camera frames the seeing lane skipped (with perception on).
+    pub frames_skipped: Option<u64>,
 }
 
 impl Report {
@@ -143,13 +148,18 @@ impl Report {
     /// The figures as a table, with the stage that ate the budget.
     pub fn print(&self) {
         println!(
-            "\n== {} client, {} session(s): {} turns answered, {} unanswered, {} audio underruns",
+            "\n== {} client, {} session(s): {} turns answered, {} unanswered",
             self.client,
             self.sessions,
             self.turns.len(),
             self.unanswered,
-            self.underruns
         );
+        if let Some(underruns) = self.underruns {
+            println!("audio underruns: {underruns}");
+        }
+        if let Some(late) = self.late_packets {
+            println!("audio packets over 60 ms late at the client: {late}");
+        }
         println!("{:<34} {:>8} {:>8} {:>8}", "ms", "p50", "p95", "max");
         let rows: [(&str, Column); 7] = [
             ("endpoint (speech end → turn end)", |t| t.endpoint),
@@ -168,9 +178,14 @@ impl Report {
         }
         let speculative = self.turns.iter().filter(|t| t.speculative).count();
         println!("speculative replies kept: {speculative} of {}", self.turns.len());
-        println!("{:<10} {:>8} {:>6} {:>10} {:>10}", "stage", "items", "late", "run ms", "queued ms");
+        if !self.stages.is_empty() {
+            println!("{:<10} {:>8} {:>6} {:>10} {:>10}", "stage", "items", "late", "run ms", "queued ms");
+        }
         for (stage, items, late, run, queued) in &self.stages {
             println!("{stage:<10} {items:>8} {late:>6} {run:>10.2} {queued:>10.2}");
+        }
+        if let Some(skipped) = self.frames_skipped {
+            println!("camera frames the seeing lane skipped: {skipped}");
         }
         println!(
             "CPU per session {:.0} % of one core; memory per session {:.0} MB",
@@ -198,6 +213,7 @@ impl Report {
             "turns": self.turns.len(),
             "unanswered": self.unanswered,
             "underruns": self.underruns,
+            "late_packets": self.late_packets,
             "endpoint_ms": column(|t| t.endpoint),
             "decision_lag_ms": column(|t| t.decision_lag),
             "llm_first_phrase_ms": column(|t| t.llm_first_phrase),
@@ -211,6 +227,7 @@ impl Report {
             })).collect::<Vec<_>>(),
             "cpu_share_per_session": self.cpu_share_per_session,
             "rss_per_session_mb": self.rss_per_session_mb,
+            "camera_frames_skipped": self.frames_skipped,
             "per_turn": self.turns.iter().map(|t| json!({
                 "utterance": t.utterance, "endpoint": t.endpoint, "decision_lag": t.decision_lag,
                 "llm_first_phrase": t.llm_first_phrase,

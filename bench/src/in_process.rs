@@ -1,14 +1,16 @@
 //! The in-process client: each session on a thread of its own, fed and
 //! pulled in real time as the WebRTC edge would, the 20 ms pull of the
-//! replica's audio standing for the client.
+//! replica's audio standing for the client. With a [`Camera`], each
+//! session also shows a picture to the executor's seeing lane at the
+//! host's perception rate, as a call's camera does.
 
 use std::time::{Duration, Instant};
 
 use tete_engine::dialogue::{DialogueConfig, State};
 use tete_engine::face::animate::Performer;
-use tete_engine::face::{Replica, Rig, render_i420_cpu};
+use tete_engine::face::{Replica, RgbImage, Rig, render_i420_cpu};
 use tete_engine::llm::context::ConversationContext;
-use tete_engine::scheduler::{Executor, STAGES, SessionSetup};
+use tete_engine::scheduler::{Executor, STAGES, Seen as Looked, SessionSetup, Sight, StageFigures, Viewer};
 use tete_engine::session::{FaceCue, LiveSession, RATE};
 use tete_engine::tts::viseme::Viseme;
 
@@ -25,9 +27,20 @@ struct Seen {
     underruns: u64,
 }
 
-/// The executor's per-stage counts now: (items, late, run, queued).
-fn stage_counts(executor: &Executor) -> Vec<(u64, u64, Duration, Duration)> {
-    STAGES.iter().map(|s| executor.figures(*s)).map(|f| (f.items, f.late, f.run_total, f.queued_total)).collect()
+/// The picture each session shows the seeing lane, and how often.
+#[derive(Clone, Copy)]
+pub struct Camera<'a> {
+    pub sight: &'a Sight,
+    pub image: &'a RgbImage,
+    pub fps: f64,
+}
+
+/// The executor's per-stage counts now, the seeing lane's last:
+/// (name, items, late, run, queued).
+fn stage_counts(executor: &Executor, sight: Option<&Sight>) -> Vec<(&'static str, u64, u64, Duration, Duration)> {
+    let row = |name, f: StageFigures| (name, f.items, f.late, f.run_total, f.queued_total);
+    let stages = STAGES.iter().map(|s| row(s.name(), executor.figures(*s)));
+    stages.chain(sight.map(|s| row("see", s.figures()))).collect()
 }
 
 /// Runs `sessions` sessions at once on `executor`, each saying every one
@@ -35,57 +48,58 @@ fn stage_counts(executor: &Executor) -> Vec<(u64, u64, Duration, Duration)> {
 pub fn run(
     executor: &Executor,
     face: Option<&(Replica, Rig)>,
+    camera: Option<Camera<'_>>,
     sessions: usize,
     utterances: &[(String, Vec<f32>)],
 ) -> Report {
-    let (cpu0, rss0, stages0, wall0) = (cpu_time(), rss(), stage_counts(executor), Instant::now());
+    let sight = camera.map(|c| c.sight);
+    let (cpu0, rss0, stages0, wall0) = (cpu_time(), rss(), stage_counts(executor, sight), Instant::now());
+    let skipped0 = sight.map_or(0, Sight::skipped);
     let seen: Vec<Vec<Option<Seen>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..sessions)
             .map(|k| {
                 scope.spawn(move || {
                     // Sessions start a little apart, as calls do.
                     std::thread::sleep(Duration::from_millis(700 * k as u64));
-                    one_session(executor, face, utterances)
+                    one_session(executor, face, camera, utterances)
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().expect("a session thread")).collect()
     });
     let (cpu, wall) = (cpu_time().saturating_sub(cpu0), wall0.elapsed());
-    let stages1 = stage_counts(executor);
+    let stages1 = stage_counts(executor, sight);
     let mut report = Report {
         client: "in-process",
         sessions,
         cpu_share_per_session: cpu.as_secs_f64() / wall.as_secs_f64() / sessions as f64,
         rss_per_session_mb: rss().saturating_sub(rss0) as f64 / sessions as f64 / 1e6,
+        frames_skipped: sight.map(|s| s.skipped() - skipped0),
         ..Default::default()
     };
-    for (i, stage) in STAGES.iter().enumerate() {
-        let (items, late) = (stages1[i].0 - stages0[i].0, stages1[i].1 - stages0[i].1);
+    for (after, before) in stages1.iter().zip(&stages0) {
+        let (items, late) = (after.1 - before.1, after.2 - before.2);
         let per = |a: Duration, b: Duration| ms(a.saturating_sub(b)) / items.max(1) as f64;
-        report.stages.push((
-            stage.name(),
-            items,
-            late,
-            per(stages1[i].2, stages0[i].2),
-            per(stages1[i].3, stages0[i].3),
-        ));
+        report.stages.push((after.0, items, late, per(after.3, before.3), per(after.4, before.4)));
     }
+    let mut underruns = 0;
     for s in seen.into_iter().flatten() {
         match s {
             Some(s) => {
-                report.underruns += s.underruns;
+                underruns += s.underruns;
                 report.turns.push(s.turn);
             }
             None => report.unanswered += 1,
         }
     }
+    report.underruns = Some(underruns);
     report
 }
 
 fn one_session(
     executor: &Executor,
     face: Option<&(Replica, Rig)>,
+    camera: Option<Camera<'_>>,
     utterances: &[(String, Vec<f32>)],
 ) -> Vec<Option<Seen>> {
     let setup =
@@ -95,7 +109,12 @@ fn one_session(
     let mut session =
         LiveSession::start(executor, setup, config, ConversationContext::new(PERSONA, "", ""), started).unwrap();
     session.joined(started);
-    let mut clock = Clock { start: started, frame: 0 };
+    let eyes = camera.map(|c| Eyes {
+        viewer: c.sight.viewer(),
+        image: c.image,
+        every: (50.0 / c.fps.max(0.1)).round().max(1.0) as u64,
+    });
+    let mut clock = Clock { start: started, frame: 0, eyes };
     // A second of silence first: the VAD settles, the persona is prefilled.
     for _ in 0..50 {
         clock.frame(&mut session, &[0.0; 320]);
@@ -104,12 +123,20 @@ fn one_session(
 }
 
 /// Real time, 20 ms a frame.
-struct Clock {
+struct Clock<'a> {
     start: Instant,
     frame: u64,
+    eyes: Option<Eyes<'a>>,
 }
 
-impl Clock {
+/// A session's camera: its picture to the seeing lane every `every` audio frames.
+struct Eyes<'a> {
+    viewer: Viewer,
+    image: &'a RgbImage,
+    every: u64,
+}
+
+impl Clock<'_> {
     /// Waits for the next frame's time, feeds `heard` and pulls the
     /// replica's audio: the instant of the frame and its audio.
     fn frame(&mut self, session: &mut LiveSession, heard: &[f32]) -> (Instant, Option<Vec<f32>>) {
@@ -120,7 +147,14 @@ impl Clock {
         }
         let now = Instant::now();
         session.heard(now, heard);
-        (now, session.next_audio(now))
+        let audio = session.next_audio(now);
+        if let Some(eyes) = self.eyes.as_mut().filter(|e| self.frame.is_multiple_of(e.every)) {
+            // What the lane saw is not this harness's business; a frame
+            // still out means this one is not shown, as on a call.
+            let _: Vec<Looked> = eyes.viewer.seen();
+            eyes.viewer.look(self.frame as f64 * 0.02, eyes.image.clone());
+        }
+        (now, audio)
     }
 }
 
