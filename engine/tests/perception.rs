@@ -165,11 +165,12 @@ fn a_session_answers_the_personas_questions() {
 /// The executor's seeing lane: two sessions' frames handed in together are
 /// looked at as one batch and give what the perceiver gives frame by
 /// frame; a session with a frame out cannot hand another; an overloaded
-/// executor makes the lane skip frames instead of looking.
+/// executor makes the lane skip frames instead of looking, and one whose
+/// lanes never stop running makes them wait out their budget and go back.
 #[test]
 fn the_seeing_lane_looks_for_every_session_and_skips_under_load() {
     use std::time::Duration;
-    use tete_engine::scheduler::{Seen, Sight, Skip};
+    use tete_engine::scheduler::{ExecutorState, LoadProbe, SIGHT_BUDGET, Seen, Sight, Skip};
 
     let perceiver = perceiver();
     let (face, empty) = (astronaut(), RgbImage::from_pixel(320, 240, image::Rgb([90, 60, 40])));
@@ -196,11 +197,22 @@ fn the_seeing_lane_looks_for_every_session_and_skips_under_load() {
     }
     assert_eq!((sight.figures().items, sight.skipped()), (2, 0));
 
-    let loaded = Sight::start(perceiver, Some(Arc::new(|| 0.95))).unwrap();
+    let state = |load, running| -> LoadProbe { Arc::new(move || ExecutorState { load, running }) };
+    let loaded = Sight::start(perceiver.clone(), Some(state(0.95, 0))).unwrap();
     let mut c = loaded.viewer();
-    assert!(c.look(3.0, face));
+    assert!(c.look(3.0, face.clone()));
     assert_eq!(c.seen_waiting(Duration::from_secs(60)), [Seen::Skipped { t: 3.0, why: Skip::Overloaded }]);
     assert_eq!((loaded.figures().items, loaded.skipped()), (0, 1));
     // Once back, the session may hand the next frame.
     assert!(c.look(3.5, empty));
+
+    // A lane that never stops running: the frame waits its budget for
+    // the cores, then goes back unseen.
+    let busy = Sight::start(perceiver, Some(state(0.2, 1))).unwrap();
+    let mut d = busy.viewer();
+    let handed = std::time::Instant::now();
+    assert!(d.look(4.0, face));
+    assert_eq!(d.seen_waiting(Duration::from_secs(60)), [Seen::Skipped { t: 4.0, why: Skip::Stale }]);
+    assert!(handed.elapsed() >= SIGHT_BUDGET, "skipped after {:?}", handed.elapsed());
+    assert_eq!((busy.figures().items, busy.skipped()), (0, 1));
 }

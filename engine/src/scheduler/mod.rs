@@ -39,7 +39,7 @@ mod session;
 mod sight;
 pub use resident::{LoadError, ResidentIds, gguf_path};
 use session::{Next, Session, finish_composing, run_work, speak_next};
-pub use sight::{LoadProbe, SIGHT_BUDGET, Seen, Sight, Skip, Viewer};
+pub use sight::{ExecutorState, LoadProbe, SIGHT_BUDGET, Seen, Sight, Skip, Viewer};
 
 /// What the replica says when its model fails mid-conversation.
 pub const FALLBACK_LINE: &str = "Sorry, I lost my train of thought. Could you say that again?";
@@ -244,6 +244,8 @@ struct Shared {
     load: [AtomicU32; 2],
     sessions: AtomicU32,
     next_session: AtomicU64,
+    /// Lanes running an item now.
+    running: AtomicU32,
 }
 
 impl Shared {
@@ -286,6 +288,7 @@ impl Executor {
             load: Default::default(),
             sessions: AtomicU32::new(0),
             next_session: AtomicU64::new(1),
+            running: AtomicU32::new(0),
         });
         let (hearing, hearing_rx) = unbounded();
         let (reply, reply_rx) = unbounded();
@@ -320,11 +323,12 @@ impl Executor {
         self.shared.max_load()
     }
 
-    /// A probe of [`Self::load`] for a lane that runs beside the executor
-    /// (the seeing lane skips frames while the executor is overloaded).
+    /// A probe of [`Self::load`] and of the lanes running an item now, for
+    /// a lane that runs beside the executor (the seeing lane waits for the
+    /// others to be idle and skips frames while the executor is overloaded).
     pub fn load_probe(&self) -> LoadProbe {
         let shared = self.shared.clone();
-        Arc::new(move || shared.max_load())
+        Arc::new(move || ExecutorState { load: shared.max_load(), running: shared.running.load(Ordering::Relaxed) })
     }
 
     pub fn sessions(&self) -> u32 {
@@ -495,7 +499,9 @@ impl Run {
             }
             if let Some(Reverse(item)) = self.queue.pop() {
                 let started = Instant::now();
+                self.shared.running.fetch_add(1, Ordering::Relaxed);
                 self.execute(item, started);
+                self.shared.running.fetch_sub(1, Ordering::Relaxed);
                 self.account(started.elapsed());
             }
         }

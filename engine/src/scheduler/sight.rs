@@ -1,14 +1,20 @@
 //! The executor's seeing lane: perception of every session's camera, at
-//! low priority. Its thread runs at a lower OS priority than the hearing
-//! and reply lanes (nice +10), and its models run on a one-thread pool of
-//! their own, so perception never takes a worker of the pool the LLM's
-//! products run on. A session hands in one frame at a time
+//! low priority. Any rayon work of its models runs on a one-thread pool
+//! of its own, so perception never takes a worker of the pool the LLM's
+//! products run on. Its thread is not niced: candle runs the tensor ops
+//! of every model in the process through one shared worker pool behind a
+//! lock, so a niced perception op holding it would make the hearing lane's
+//! Whisper and Smart Turn wait on a starved thread (measured: it added
+//! ~180 ms to the end-of-turn decision). A session hands in one frame at a time
 //! ([`Viewer::look`]); the lane takes every frame queued at that moment
 //! and looks at them as one batch (faces and landmarks frame by frame,
-//! the expressions of all of them in one forward). Under load it skips
-//! instead of falling behind: a frame that waited past its budget, or any
-//! frame while the executor's busiest lane is over [`MAX_LOAD`], comes
-//! back as [`Seen::Skipped`], so the session simply looks less often.
+//! the expressions of all of them in one forward). It starts a batch only
+//! while no other lane is running an item, so a pause's decode or a
+//! reply's prefill never shares the cores with it from the start. Under
+//! load it skips instead of falling behind: a frame that waited past its
+//! budget (for the other lanes to be idle, or behind other frames), or any
+//! frame while the executor's busiest lane is over [`MAX_LOAD`], comes back
+//! as [`Seen::Skipped`], so the session simply looks less often.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,14 +27,22 @@ use super::{MAX_LOAD, StageCounters, StageFigures};
 use crate::face::RgbImage;
 use crate::perception::{Observation, Perceiver};
 
-/// The executor's load (its busiest lane's busy share, 0–1), read by the
-/// seeing lane before each batch.
-pub type LoadProbe = Arc<dyn Fn() -> f32 + Send + Sync>;
+/// What the seeing lane reads of the executor before each batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ExecutorState {
+    /// The busiest lane's busy share over the last seconds (0–1).
+    pub load: f32,
+    /// Lanes running an item right now.
+    pub running: u32,
+}
+
+/// Reads the executor's state (see [`super::Executor::load_probe`]).
+pub type LoadProbe = Arc<dyn Fn() -> ExecutorState + Send + Sync>;
 
 /// How long a frame may wait for the lane before it is skipped.
 pub const SIGHT_BUDGET: Duration = Duration::from_millis(500);
-/// How much lower than the other lanes the seeing lane's thread runs.
-const NICENESS: i32 = 10;
+/// How often a waiting batch checks whether the other lanes are idle.
+const IDLE_POLL: Duration = Duration::from_millis(2);
 
 /// What became of a frame handed to the lane.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,15 +105,13 @@ impl Sight {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .thread_name(|_| "executor-seeing-pool".into())
-            .start_handler(|_| lower_priority())
             .build()
             .map_err(std::io::Error::other)?;
         let (looks, rx) = unbounded();
         let for_lane = shared.clone();
-        let thread = std::thread::Builder::new().name("executor-seeing".into()).spawn(move || {
-            lower_priority();
-            run(&perceiver, &pool, load.as_deref(), &for_lane, &rx);
-        })?;
+        let thread = std::thread::Builder::new()
+            .name("executor-seeing".into())
+            .spawn(move || run(&perceiver, &pool, load.as_deref(), &for_lane, &rx))?;
         Ok(Self { looks: Some(looks), shared, thread: Some(thread) })
     }
 
@@ -194,21 +206,29 @@ impl Viewer {
 fn run(
     perceiver: &Perceiver,
     pool: &rayon::ThreadPool,
-    load: Option<&(dyn Fn() -> f32 + Send + Sync)>,
+    load: Option<&(dyn Fn() -> ExecutorState + Send + Sync)>,
     shared: &Shared,
     rx: &Receiver<Look>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
-        loop {
-            match rx.try_recv() {
-                Ok(look) => batch.push(look),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => return,
+        // Frames wait here while another lane runs an item.
+        let overloaded = loop {
+            loop {
+                match rx.try_recv() {
+                    Ok(look) => batch.push(look),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
             }
-        }
+            let state = load.map(|load| load()).unwrap_or_default();
+            let oldest = batch.iter().map(|l| l.enqueued).min().unwrap_or_else(Instant::now);
+            if state.load >= MAX_LOAD || state.running == 0 || oldest.elapsed() > SIGHT_BUDGET {
+                break state.load >= MAX_LOAD;
+            }
+            std::thread::sleep(IDLE_POLL);
+        };
         let started = Instant::now();
-        let overloaded = load.is_some_and(|load| load() >= MAX_LOAD);
         let (batch, skipped): (Vec<Look>, Vec<Look>) =
             batch.into_iter().partition(|l| !overloaded && started - l.enqueued <= SIGHT_BUDGET);
         for look in skipped {
@@ -231,14 +251,5 @@ fn run(
             let observation = observation.map_err(|e| e.to_string());
             let _ = look.out.send(Seen::Looked { t: look.t, observation, took });
         }
-    }
-}
-
-/// Lowers the calling thread's scheduling priority (Linux: nice is per
-/// thread). Failing (no permission) leaves it where it was, which is harmless.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICENESS) {
-        tracing::debug!("the seeing lane keeps its priority: {e}");
     }
 }
