@@ -3,7 +3,9 @@
 //! and an end-of-call summary that mentions them; head angles and the
 //! expression come from the real models on the astronaut portrait, and a
 //! session's view of the user answers the persona's questions live and
-//! after the call.
+//! after the call. With the real models: face-api's demo photos counted
+//! right, a video assembled from real pictures giving its notes in order,
+//! and the executor's seeing lane.
 
 mod common;
 
@@ -215,4 +217,94 @@ fn the_seeing_lane_looks_for_every_session_and_skips_under_load() {
     assert_eq!(d.seen_waiting(Duration::from_secs(60)), [Seen::Skipped { t: 4.0, why: Skip::Stale }]);
     assert!(handed.elapsed() >= SIGHT_BUDGET, "skipped after {:?}", handed.elapsed());
     assert_eq!((busy.figures().items, busy.skipped()), (0, 1));
+}
+
+/// face-api's demo photos (`demo/sampleN.jpg` in the `@vladmandic/face-api`
+/// package `tete models fetch` downloaded for the expression net), read
+/// out of the tarball.
+fn demo_photo(n: u32) -> RgbImage {
+    use std::io::Read;
+    let dir = tete_engine::models::Store::new(tete_engine::models::default_home()).downloads_dir();
+    let path = dir.join("face-api-1.7.15.tgz");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| missing(format!("{}: {e}", path.display())));
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let name = format!("package/demo/sample{n}.jpg");
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_string_lossy() == name {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).unwrap();
+            return image::load_from_memory(&bytes).unwrap().to_rgb8();
+        }
+    }
+    missing(format!("{name} is not in {}", path.display()))
+}
+
+/// A demo photo 640 pixels wide, as a webcam frame would be.
+fn demo_frame(n: u32) -> RgbImage {
+    let photo = demo_photo(n);
+    image::imageops::resize(&photo, 640, photo.height() * 640 / photo.width(), image::imageops::FilterType::Triangle)
+}
+
+/// face-api's six demo photos are group shots: the faces are small, and
+/// the detector finds them over the whole frame and its 2×2 tiles.
+#[test]
+fn the_demo_photos_count_their_people() {
+    let perceiver = perceiver();
+    let counts: Vec<usize> = (1..=6).map(|n| perceiver.observe(&demo_frame(n), 0.0).unwrap().faces).collect();
+    println!("people in demo photos 1–6: {counts:?}");
+    assert_eq!(counts, [3, 3, 3, 4, 5, 4]);
+}
+
+/// A short video assembled from real pictures, read by the real models at
+/// 2 frames a second (the host's rate): the astronaut facing the camera, a woman from demo
+/// photo 2 with her head turned (yaw ≈ 36°), an empty frame, the
+/// astronaut again, then two astronauts side by side. The notes come in
+/// that order, and the end-of-call analysis mentions them.
+#[test]
+fn a_video_of_real_pictures_gives_its_notes_in_order() {
+    let perceiver = perceiver();
+    let facing = image::imageops::resize(&astronaut(), 480, 480, image::imageops::FilterType::Triangle);
+    let turned = image::imageops::crop_imm(&demo_frame(2), 60, 0, 240, 240).to_image();
+    let turned = image::imageops::resize(&turned, 480, 480, image::imageops::FilterType::Triangle);
+    let empty = RgbImage::from_pixel(480, 480, image::Rgb([90, 60, 40]));
+    let mut two = RgbImage::new(960, 480);
+    image::imageops::replace(&mut two, &facing, 0, 0);
+    image::imageops::replace(&mut two, &image::imageops::flip_horizontal(&facing), 480, 0);
+    let scenes: [(&RgbImage, f64); 5] = [(&facing, 4.0), (&turned, 5.0), (&empty, 4.0), (&facing, 3.0), (&two, 3.0)];
+
+    let mut view = UserView::new(SignalConfig::default(), &[]);
+    let mut t = 0.0;
+    let mut notes = Vec::new();
+    for (picture, seconds) in scenes {
+        let end = t + seconds;
+        while t < end {
+            notes.extend(view.observe(&perceiver.observe(picture, t).unwrap()));
+            t += 0.5;
+        }
+    }
+    for n in &notes {
+        println!("{:5.2} s  {}", n.t, n.text);
+    }
+    let texts: Vec<&str> = notes.iter().map(|n| n.text.as_str()).collect();
+    let expected = [
+        "the user is in view",
+        "the user looks happy",
+        "the user has looked away for 3 seconds",
+        "the user has left the camera's view",
+        "the user is in view",
+        "a second person joined the frame",
+    ];
+    // In this order (other notes, such as expressions, may come between).
+    let mut rest = texts.iter();
+    for want in expected {
+        assert!(rest.any(|got| *got == want), "{want:?} missing or out of order in {texts:?}");
+    }
+    let analysis = view.analysis(&["Was anyone else there?".to_string()]);
+    let described = analysis.summary.describe();
+    println!("{described}\n{:?}", analysis.answers);
+    assert_eq!(analysis.summary.most_people, 2);
+    assert!(described.contains("Up to 2 people") && described.contains("happy"), "{described}");
+    assert!(analysis.summary.attention_share < 0.9, "the turned head counts as looking away: {:?}", analysis.summary);
+    assert_eq!(analysis.timeline, notes);
 }

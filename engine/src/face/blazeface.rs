@@ -67,14 +67,23 @@ impl BoundingBox {
         (self.xmin..=self.xmin + self.width).contains(&x) && (self.ymin..=self.ymin + self.height).contains(&y)
     }
 
-    fn iou(&self, other: &BoundingBox) -> f32 {
+    fn intersection(&self, other: &BoundingBox) -> f32 {
         let w = (self.xmin + self.width).min(other.xmin + other.width) - self.xmin.max(other.xmin);
         let h = (self.ymin + self.height).min(other.ymin + other.height) - self.ymin.max(other.ymin);
-        if w <= 0.0 || h <= 0.0 {
+        if w <= 0.0 || h <= 0.0 { 0.0 } else { w * h }
+    }
+
+    fn iou(&self, other: &BoundingBox) -> f32 {
+        let inter = self.intersection(other);
+        if inter <= 0.0 {
             return 0.0;
         }
-        let inter = w * h;
         inter / (self.width * self.height + other.width * other.height - inter)
+    }
+
+    /// The share of this box's area inside `other`.
+    fn inside_share(&self, other: &BoundingBox) -> f32 {
+        self.intersection(other) / (self.width * self.height).max(f32::MIN_POSITIVE)
     }
 }
 
@@ -103,6 +112,9 @@ impl Detection {
         }
     }
 }
+
+/// How much more a face found only in a tile must score (see [`BlazeFace::detect_tiled`]).
+const TILE_SCORE_MARGIN: f32 = 0.15;
 
 /// MediaPipe's thresholds for the short-range model.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -181,6 +193,15 @@ impl BlazeFace {
         if input.dims() != [1, INPUT, INPUT, 3] {
             return Err(FaceError::Input { actual: input.dims().to_vec(), expected: vec![1, INPUT, INPUT, 3] });
         }
+        Ok(self.forward_batch(input)?.remove(0))
+    }
+
+    /// [`Self::forward`] on `(n, 128, 128, 3)`: the outputs of each input.
+    pub fn forward_batch(&self, input: &Tensor) -> Result<Vec<RawDetections>, FaceError> {
+        let n = match input.dims() {
+            &[n, INPUT, INPUT, 3] if n > 0 => n,
+            dims => return Err(FaceError::Input { actual: dims.to_vec(), expected: vec![1, INPUT, INPUT, 3] }),
+        };
         let mut x = self.stem.forward(input)?.relu()?;
         let mut fine = None;
         for (i, block) in self.blocks.iter().enumerate() {
@@ -190,13 +211,21 @@ impl BlazeFace {
             }
         }
         let maps = [fine.expect("16 blocks"), x];
-        let (mut logits, mut regressors) = (Vec::with_capacity(ANCHORS), Vec::with_capacity(ANCHORS * COORDS));
+        let mut out: Vec<RawDetections> = (0..n)
+            .map(|_| RawDetections {
+                regressors: Vec::with_capacity(ANCHORS * COORDS),
+                logits: Vec::with_capacity(ANCHORS),
+            })
+            .collect();
         for (map, (score, regress)) in maps.iter().zip(&self.heads) {
             // NHWC flattening puts the anchors of a cell together: the output order.
-            logits.extend(score.forward(map)?.flatten_all()?.to_vec1::<f32>()?);
-            regressors.extend(regress.forward(map)?.flatten_all()?.to_vec1::<f32>()?);
+            let (scores, regressions) = (score.forward(map)?, regress.forward(map)?);
+            for (i, raw) in out.iter_mut().enumerate() {
+                raw.logits.extend(scores.get(i)?.flatten_all()?.to_vec1::<f32>()?);
+                raw.regressors.extend(regressions.get(i)?.flatten_all()?.to_vec1::<f32>()?);
+            }
         }
-        Ok(RawDetections { regressors, logits })
+        Ok(out)
     }
 
     /// Faces in `image` with MediaPipe's default thresholds, best first.
@@ -213,6 +242,51 @@ impl BlazeFace {
         let input = sample(image, &roi, INPUT, Border::Zero, -1.0, 1.0, &self.device)?;
         let faces = weighted_nms(self.decode(&self.forward(&input)?, config.min_score), config.min_suppression_iou);
         Ok(faces.iter().map(|d| d.map(|[x, y]| roi.to_image(x, y))).collect())
+    }
+
+    /// [`Self::detect_with`] over the whole image and over `tiles`×`tiles`
+    /// overlapping tiles of it, merged: the short-range model misses faces
+    /// under about a tenth of the frame, and a tile shows them larger.
+    /// A face found twice (a box mostly inside a better one) counts once.
+    pub fn detect_tiled(
+        &self,
+        image: &RgbImage,
+        config: &DetectorConfig,
+        tiles: u32,
+    ) -> Result<Vec<Detection>, FaceError> {
+        check_image(image)?;
+        let (w, h) = (image.width() as f32, image.height() as f32);
+        // The whole image letterboxed, then the tiles, overlapping by a quarter of their side.
+        let mut rois = vec![Roi { center: [w / 2.0, h / 2.0], size: w.max(h), rotation: 0.0 }];
+        let tiles = tiles.max(1);
+        if tiles > 1 {
+            let (tw, th) = (w / (tiles as f32 * 0.75 + 0.25), h / (tiles as f32 * 0.75 + 0.25));
+            for ty in 0..tiles {
+                for tx in 0..tiles {
+                    let center = [tw * (0.5 + 0.75 * tx as f32), th * (0.5 + 0.75 * ty as f32)];
+                    rois.push(Roi { center, size: tw.max(th), rotation: 0.0 });
+                }
+            }
+        }
+        let inputs = rois
+            .iter()
+            .map(|roi| sample(image, roi, INPUT, Border::Zero, -1.0, 1.0, &self.device))
+            .collect::<Result<Vec<_>, _>>()?;
+        let raw = self.forward_batch(&Tensor::cat(&inputs, 0)?)?;
+        let mut found = Vec::new();
+        for (i, (roi, raw)) in rois.iter().zip(&raw).enumerate() {
+            // A tile shows more background as face-sized: it must score higher.
+            let min_score = if i == 0 { config.min_score } else { config.min_score + TILE_SCORE_MARGIN };
+            found.extend(self.decode(raw, min_score).iter().map(|d| d.map(|[x, y]| roi.to_image(x, y))));
+        }
+        let merged = weighted_nms(found, config.min_suppression_iou);
+        let mut kept: Vec<Detection> = Vec::new();
+        for d in merged {
+            if kept.iter().all(|k| d.bbox.inside_share(&k.bbox) < 0.5 && k.bbox.inside_share(&d.bbox) < 0.5) {
+                kept.push(d);
+            }
+        }
+        Ok(kept)
     }
 
     /// Anchors scoring at least `min_score`, decoded to tensor coordinates in [0, 1].
