@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use common::{max_diff, missing, model_dir, model_path};
-use tete_engine::face::{BlazeFace, BoundingBox, Detection, FaceError, FaceMesh, Keypoint, LANDMARKS, RgbImage};
+use tete_engine::face::{
+    BlazeFace, BoundingBox, Detection, DetectorConfig, FaceError, FaceMesh, Keypoint, LANDMARKS, RgbImage,
+};
 use tete_engine::models::{Store, default_home};
 
 fn fixture() -> serde_json::Value {
@@ -258,6 +260,8 @@ fn tiny_and_odd_images_do_not_panic() {
         let image = RgbImage::from_pixel(w, h, image::Rgb([90, 60, 40]));
         let faces = detector.detect(&image).unwrap();
         assert!(faces.is_empty(), "{w}×{h}: {faces:?}");
+        let tiled = detector.detect_tiled(&image, &DetectorConfig::default(), 2).unwrap();
+        assert!(tiled.is_empty(), "{w}×{h} in tiles: {tiled:?}");
         // A mesh of a made-up face covering the whole image: edge pixels replicate.
         let made_up = Detection {
             bbox: BoundingBox { xmin: 0.0, ymin: 0.0, width: w as f32, height: h as f32 },
@@ -271,8 +275,11 @@ fn tiny_and_odd_images_do_not_panic() {
     let faces = detector.detect(&odd).unwrap();
     println!("641×479 stretched portrait: {faces:?}");
     assert_eq!(faces.len(), 1);
+    assert_eq!(detector.detect_tiled(&odd, &DetectorConfig::default(), 2).unwrap().len(), 1);
     let empty = RgbImage::new(0, 0);
     assert!(matches!(detector.detect(&empty), Err(FaceError::EmptyImage { .. })));
+    let tiled = detector.detect_tiled(&empty, &DetectorConfig::default(), 2);
+    assert!(matches!(tiled, Err(FaceError::EmptyImage { .. })));
     assert!(matches!(mesher.landmarks(&empty, &faces[0]), Err(FaceError::EmptyImage { .. })));
     // A tensor of the wrong shape is an error, not a panic.
     let wrong = Tensor::zeros((1, 64, 64, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
