@@ -247,13 +247,20 @@ fn demo_frame(n: u32) -> RgbImage {
 }
 
 /// face-api's six demo photos are group shots: the faces are small, and
-/// the detector finds them over the whole frame and its 2×2 tiles.
+/// the detector finds them over the whole frame and its 2×2 tiles. The
+/// main (largest) face of photo 3 smiles with her teeth showing (happy
+/// ranks first); that of photo 4 barely smiles (happy does not).
 #[test]
 fn the_demo_photos_count_their_people() {
     let perceiver = perceiver();
-    let counts: Vec<usize> = (1..=6).map(|n| perceiver.observe(&demo_frame(n), 0.0).unwrap().faces).collect();
-    println!("people in demo photos 1–6: {counts:?}");
+    let seen: Vec<Observation> = (1..=6).map(|n| perceiver.observe(&demo_frame(n), 0.0).unwrap()).collect();
+    let counts: Vec<usize> = seen.iter().map(|o| o.faces).collect();
+    let expressions: Vec<Option<Expression>> =
+        seen.iter().map(|o| o.expression.map(|p| Expression::most_likely(&p))).collect();
+    println!("people in demo photos 1–6: {counts:?}; main faces: {expressions:?}");
     assert_eq!(counts, [3, 3, 3, 4, 5, 4]);
+    assert_eq!(expressions[2], Some(Expression::Happy));
+    assert!(expressions[3].is_some_and(|e| e != Expression::Happy), "{:?}", expressions[3]);
 }
 
 /// A short video assembled from real pictures, read by the real models at
