@@ -42,8 +42,9 @@ impl Perceiver {
     }
 
     /// [`Self::observe`] for several frames (of different sessions): faces
-    /// (over the whole frame and 2×2 tiles of it) and landmarks frame by frame, the expressions of every frame's main
-    /// face as one batch. Each frame gets its own result.
+    /// (over the whole frame and 2×2 tiles of it) and landmarks frame by
+    /// frame, the expressions of every frame's main face as one batch.
+    /// Each frame gets its own result.
     pub fn observe_batch(&self, frames: &[(&RgbImage, f64)]) -> Vec<Result<Observation, PerceptionError>> {
         // Faces, head turn and crop of each frame's largest face.
         let looks: Vec<Result<(Observation, Option<RgbImage>), PerceptionError>> = frames
