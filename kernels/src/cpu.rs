@@ -159,6 +159,79 @@ pub fn tanh_sigmoid(a: &[f32], b: &[f32]) -> Vec<f32> {
     a.iter().zip(b).map(|(&a, &b)| ((a as f64).tanh() / (1.0 + (-(b as f64)).exp())) as f32).collect()
 }
 
+/// 3×3 depthwise convolution of `x` `[n][h][w][C]` with TensorFlow's
+/// "SAME" padding (the odd pixel after), `taps` `[3][3][C]`, `bias` `[C]`:
+/// `[n][ceil(h / stride)][ceil(w / stride)][C]`. Plain loops in f64, the
+/// reference of [`crate::blaze::Depthwise3x3`].
+pub fn depthwise3x3(x: &[f32], [n, h, w, c]: [usize; 4], taps: &[f32], bias: &[f32], stride: usize) -> Vec<f32> {
+    let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
+    let pad = |len: usize, out: usize| (((out - 1) * stride + 3).saturating_sub(len) / 2) as isize;
+    let (top, left) = (pad(h, oh.max(1)), pad(w, ow.max(1)));
+    let mut out = vec![0.0; n * oh * ow * c];
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for ch in 0..c {
+                    let mut sum = bias[ch] as f64;
+                    for i in 0..3 {
+                        for j in 0..3 {
+                            let y = (oy * stride + i) as isize - top;
+                            let x_ = (ox * stride + j) as isize - left;
+                            if (0..h as isize).contains(&y) && (0..w as isize).contains(&x_) {
+                                let v = x[((b * h + y as usize) * w + x_ as usize) * c + ch];
+                                sum += v as f64 * taps[(i * 3 + j) * c + ch] as f64;
+                            }
+                        }
+                    }
+                    out[((b * oh + oy) * ow + ox) * c + ch] = sum as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A BlazeBlock's tail, the reference of [`crate::blaze::BlockTail`]:
+/// `act(y + bias + skip(x))` over `y` `[n][oh][ow][C_out]`, where `skip`
+/// is `x` `[n][h][w][C_in]` itself at stride 1 or its 2×2 max pool at
+/// stride 2, zero beyond `C_in`; `act` is ReLU, or PReLU with `slopes`.
+pub fn block_tail(
+    y: &[f32],
+    x: &[f32],
+    [n, h, w, cin]: [usize; 4],
+    bias: &[f32],
+    slopes: Option<&[f32]>,
+    stride: usize,
+) -> Vec<f32> {
+    let (cout, oh, ow) = (bias.len(), h / stride, w / stride);
+    let mut out = vec![0.0; n * oh * ow * cout];
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for c in 0..cout {
+                    let mut skip = 0.0f32;
+                    if c < cin {
+                        skip = f32::NEG_INFINITY;
+                        for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                            let (dy, dx) = (dy.min(stride - 1), dx.min(stride - 1));
+                            let v = x[((b * h + oy * stride + dy) * w + ox * stride + dx) * cin + c];
+                            skip = skip.max(v);
+                        }
+                    }
+                    let i = ((b * oh + oy) * ow + ox) * cout + c;
+                    let v = y[i] + bias[c] + skip;
+                    out[i] = match slopes {
+                        Some(a) if v < 0.0 => v * a[c],
+                        Some(_) => v,
+                        None => v.max(0.0),
+                    };
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

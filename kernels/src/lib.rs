@@ -5,6 +5,7 @@
 //! compiled through NVRTC with the `cuda` feature, and WGSL shaders in
 //! `shaders/` run through wgpu by the engine — are tested against it.
 
+pub mod blaze;
 pub mod conv1d;
 pub mod cpu;
 #[cfg(feature = "cuda")]
@@ -61,6 +62,8 @@ pub enum KernelError {
     Compile { name: String, log: String },
     #[error("quantized matrix: {0}")]
     BadMatrix(String),
+    #[error("depthwise convolution: {0}")]
+    BadConvolution(String),
     #[error("bad frame record: {0}")]
     BadRecord(String),
     #[error("CUDA error: {0}")]

@@ -174,11 +174,11 @@ impl BlazeFace {
                     if pad_index == 0 { "channel_padding".to_string() } else { format!("channel_padding_{pad_index}") };
                 w.channel_padding(&pad, cin, cout)?;
             }
-            blocks.push(BlazeBlock {
-                depthwise: w.depthwise(&dw, cin, stride)?,
-                pointwise: w.pointwise(&format!("conv2d_{}", i + 1), cin, cout)?,
-                activation: Activation::Relu,
-            });
+            blocks.push(BlazeBlock::new(
+                w.depthwise(&dw, cin, stride)?,
+                w.pointwise(&format!("conv2d_{}", i + 1), cin, cout)?,
+                Activation::Relu,
+            )?);
         }
         let (fine, coarse) = (CHANNELS[FINE_BLOCK + 1], CHANNELS[16]);
         let heads = [
@@ -233,21 +233,16 @@ impl BlazeFace {
         self.detect_with(image, &DetectorConfig::default())
     }
 
+    /// Faces in `image`, one pass of the net over the whole of it (letterboxed).
     pub fn detect_with(&self, image: &RgbImage, config: &DetectorConfig) -> Result<Vec<Detection>, FaceError> {
-        check_image(image)?;
-        // The letterbox: the image's centre, a square of its longer side,
-        // black beyond its edges.
-        let (w, h) = (image.width() as f32, image.height() as f32);
-        let roi = Roi { center: [w / 2.0, h / 2.0], size: w.max(h), rotation: 0.0 };
-        let input = sample(image, &roi, INPUT, Border::Zero, -1.0, 1.0, &self.device)?;
-        let faces = weighted_nms(self.decode(&self.forward(&input)?, config.min_score), config.min_suppression_iou);
-        Ok(faces.iter().map(|d| d.map(|[x, y]| roi.to_image(x, y))).collect())
+        self.detect_tiled(image, config, 1)
     }
 
-    /// [`Self::detect_with`] over the whole image and over `tiles`×`tiles`
-    /// overlapping tiles of it, merged: the short-range model misses faces
-    /// under about a tenth of the frame, and a tile shows them larger.
-    /// A face found twice (a box mostly inside a better one) counts once.
+    /// Faces over the whole image (letterboxed) and, with `tiles` > 1, over
+    /// `tiles`×`tiles` overlapping tiles of it, merged: the short-range
+    /// model misses faces under about a tenth of the frame, and a tile shows
+    /// them larger. A face found twice (a box mostly inside a better one)
+    /// counts once.
     pub fn detect_tiled(
         &self,
         image: &RgbImage,
@@ -280,6 +275,9 @@ impl BlazeFace {
             found.extend(self.decode(raw, min_score).iter().map(|d| d.map(|[x, y]| roi.to_image(x, y))));
         }
         let merged = weighted_nms(found, config.min_suppression_iou);
+        if tiles == 1 {
+            return Ok(merged);
+        }
         let mut kept: Vec<Detection> = Vec::new();
         for d in merged {
             if kept.iter().all(|k| d.bbox.inside_share(&k.bbox) < 0.5 && k.bbox.inside_share(&d.bbox) < 0.5) {

@@ -87,11 +87,11 @@ impl FaceMesh {
         let stem_act = w.prelu("p_re_lu_1", CHANNELS[0])?;
         // Block i: depthwise_conv2d_{i}, conv2d_{i+1}, p_re_lu_{i+1}.
         let block = |w: &mut Weights, dw: usize, pw: usize, act: usize, cin: usize, cout: usize, stride| {
-            Ok::<_, FaceError>(BlazeBlock {
-                depthwise: w.depthwise(&format!("depthwise_conv2d_{dw}"), cin, stride)?,
-                pointwise: w.pointwise(&format!("conv2d_{pw}"), cin, cout)?,
-                activation: w.prelu(&format!("p_re_lu_{act}"), cout)?,
-            })
+            BlazeBlock::new(
+                w.depthwise(&format!("depthwise_conv2d_{dw}"), cin, stride)?,
+                w.pointwise(&format!("conv2d_{pw}"), cin, cout)?,
+                w.prelu(&format!("p_re_lu_{act}"), cout)?,
+            )
         };
         let mut trunk = Vec::with_capacity(14);
         let mut pads = 0;

@@ -37,6 +37,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 pub use image::RgbImage;
+use tete_kernels::blaze::{BlockTail, Depthwise3x3, same_padding};
 
 pub use blazeface::{BlazeFace, BoundingBox, Detection, DetectorConfig, Keypoint, RawDetections};
 pub use facemesh::{FaceMesh, LANDMARKS, Mesh};
@@ -139,13 +140,7 @@ impl Weights {
     /// A 3×3 depthwise convolution `[1, 3, 3, C]`.
     fn depthwise(&mut self, prefix: &str, c: usize, stride: usize) -> Result<Depthwise, FaceError> {
         let kernel = self.take(&format!("{prefix}/Kernel"), &[1, 3, 3, c])?.reshape((3, 3, c))?;
-        let mut taps = Vec::with_capacity(9);
-        for i in 0..3 {
-            for j in 0..3 {
-                taps.push(kernel.get(i)?.get(j)?);
-            }
-        }
-        Ok(Depthwise { taps, bias: self.take(&format!("{prefix}/Bias"), &[c])?, stride })
+        Ok(Depthwise::new(&kernel, self.take(&format!("{prefix}/Bias"), &[c])?, stride)?)
     }
 
     fn prelu(&mut self, name: &str, c: usize) -> Result<Activation, FaceError> {
@@ -191,14 +186,6 @@ impl Conv {
     }
 }
 
-/// TFLite's "SAME" padding (before, after) of one spatial axis: the output
-/// has ceil(n / stride) positions, the odd pixel of padding goes after.
-fn same_padding(n: usize, k: usize, stride: usize) -> (usize, usize) {
-    let out = n.div_ceil(stride);
-    let total = ((out - 1) * stride + k).saturating_sub(n);
-    (total / 2, total - total / 2)
-}
-
 /// A 1×1 convolution in NHWC (or a "VALID" convolution flattened to one): a matmul.
 struct Pointwise {
     /// `[in, out]`.
@@ -214,12 +201,12 @@ impl Pointwise {
     }
 }
 
-/// A 3×3 depthwise convolution in NHWC: nine shifted, per-channel scaled
-/// copies of the zero-padded input (candle's grouped conv2d runs one
-/// convolution per channel, far slower for this shape). Each shifted view
-/// is copied out first: candle multiplies a contiguous tensor by a
-/// broadcast `[C]` row on a fast path, a strided view element by element.
-struct Depthwise {
+/// A 3×3 depthwise convolution in NHWC, "SAME" padding as TFLite pads it.
+/// On the CPU it is one pass of [`Depthwise3x3`]; elsewhere nine shifted,
+/// per-channel scaled copies of the zero-padded input (candle's grouped
+/// conv2d runs one convolution per channel, far slower for this shape).
+pub(crate) struct Depthwise {
+    layer: Depthwise3x3,
     /// The kernel's nine `[C]` taps, row-major.
     taps: Vec<Tensor>,
     bias: Tensor,
@@ -227,7 +214,26 @@ struct Depthwise {
 }
 
 impl Depthwise {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// From the kernel `[3, 3, C]` and the bias `[C]`.
+    pub(crate) fn new(kernel: &Tensor, bias: Tensor, stride: usize) -> candle_core::Result<Self> {
+        let (_, _, c) = kernel.dims3()?;
+        let taps = (0..9).map(|t| kernel.get(t / 3)?.get(t % 3)).collect::<candle_core::Result<Vec<_>>>()?;
+        let flat = kernel.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let layer = Depthwise3x3::new(flat, bias.to_dtype(DType::F32)?.to_vec1::<f32>()?, stride)
+            .map_err(|e| candle_core::Error::Msg(format!("{e} ({c} channels)")))?;
+        Ok(Self { layer, taps, bias, stride })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            x.contiguous()?.apply_op1_no_bwd(self)
+        } else {
+            self.forward_composed(x)
+        }
+    }
+
+    /// The same with candle's tensor ops, on any device.
+    fn forward_composed(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (n, h, w, c) = x.dims4()?;
         let (oh, ow) = (h.div_ceil(self.stride), w.div_ceil(self.stride));
         let mut acc = self.bias.reshape((1, 1, 1, c))?.broadcast_as((n, oh, ow, c))?.contiguous()?;
@@ -259,6 +265,30 @@ impl Depthwise {
     }
 }
 
+impl candle_core::CustomOp1 for Depthwise {
+    fn name(&self) -> &'static str {
+        "depthwise-3x3"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (n, h, w, c) = layout.shape().dims4()?;
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("depthwise-3x3 takes a contiguous tensor")
+        };
+        if c != self.layer.channels() {
+            candle_core::bail!("depthwise-3x3 has {} channels, the input {c}", self.layer.channels())
+        }
+        let out =
+            self.layer.forward(&storage.as_slice::<f32>()?[start..end], n, h, w).map_err(candle_core::Error::wrap)?;
+        let (oh, ow) = self.layer.output_size(h, w);
+        Ok((candle_core::CpuStorage::F32(out), (n, oh, ow, c).into()))
+    }
+}
+
 enum Activation {
     Relu,
     /// Per-channel slopes for negative inputs.
@@ -275,22 +305,68 @@ impl Activation {
 }
 
 /// Depthwise 3×3, pointwise 1×1, plus the residual (max-pooled at stride
-/// 2, zero-padded to the output channels), then the activation.
+/// 2, zero-padded to the output channels), then the activation. On the
+/// CPU: the depthwise kernel, the matmul, and [`BlockTail`] for the rest.
 struct BlazeBlock {
     depthwise: Depthwise,
     pointwise: Pointwise,
     activation: Activation,
+    tail: BlockTail,
 }
 
 impl BlazeBlock {
+    fn new(depthwise: Depthwise, pointwise: Pointwise, activation: Activation) -> Result<Self, FaceError> {
+        let slopes = match &activation {
+            Activation::Relu => None,
+            Activation::PRelu(alpha) => Some(alpha.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+        };
+        let bias = pointwise.bias.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let tail = BlockTail::new(bias, slopes, depthwise.stride).map_err(candle_core::Error::wrap)?;
+        Ok(Self { depthwise, pointwise, activation, tail })
+    }
+
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.pointwise.forward(&self.depthwise.forward(x)?)?;
+        if !(x.device().is_cpu() && x.dtype() == DType::F32) {
+            return self.forward_composed(x);
+        }
+        let d = self.depthwise.forward(x)?;
+        let (n, h, w, c) = d.dims4()?;
+        let y = d.reshape((n * h * w, c))?.matmul(&self.pointwise.weight)?.reshape((n, h, w, ()))?;
+        y.apply_op2_no_bwd(&x.contiguous()?, self)
+    }
+
+    /// The same with candle's tensor ops, on any device.
+    fn forward_composed(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.pointwise.forward(&self.depthwise.forward_composed(x)?)?;
         let mut skip = if self.depthwise.stride == 2 { max_pool_2x2(x)? } else { x.clone() };
         let (cin, cout) = (skip.dim(3)?, y.dim(3)?);
         if cout > cin {
             skip = skip.pad_with_zeros(3, 0, cout - cin)?;
         }
         self.activation.forward(&(skip + y)?)
+    }
+}
+
+/// The tail on `(matmul output, block input)`.
+impl candle_core::CustomOp2 for BlazeBlock {
+    fn name(&self) -> &'static str {
+        "blaze-block-tail"
+    }
+
+    fn cpu_fwd(
+        &self,
+        y: &candle_core::CpuStorage,
+        y_layout: &candle_core::Layout,
+        x: &candle_core::CpuStorage,
+        x_layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (Some((y0, y1)), Some((x0, x1))) = (y_layout.contiguous_offsets(), x_layout.contiguous_offsets()) else {
+            candle_core::bail!("blaze-block-tail takes contiguous tensors")
+        };
+        let (n, h, w, cin) = x_layout.shape().dims4()?;
+        let (x, y) = (&x.as_slice::<f32>()?[x0..x1], &y.as_slice::<f32>()?[y0..y1]);
+        let out = self.tail.forward(y, x, n, [h, w, cin]).map_err(candle_core::Error::wrap)?;
+        Ok((candle_core::CpuStorage::F32(out), y_layout.shape().clone()))
     }
 }
 
@@ -399,45 +475,57 @@ fn check_image(image: &RgbImage) -> Result<(), FaceError> {
 mod tests {
     use super::*;
 
+    /// The kernel and the composed ops against the kernels' reference,
+    /// both strides, odd and even sizes, a batch of two.
     #[test]
-    fn same_padding_matches_tflite() {
-        assert_eq!(same_padding(128, 5, 2), (1, 2));
-        assert_eq!(same_padding(64, 3, 2), (0, 1));
-        assert_eq!(same_padding(192, 3, 2), (0, 1));
-        assert_eq!(same_padding(64, 3, 1), (1, 1));
-    }
-
-    /// Depthwise by shifted copies against a direct loop, both strides, odd
-    /// and even sizes.
-    #[test]
-    fn depthwise_matches_direct_loop() {
+    fn depthwise_both_ways_match_the_reference() {
         let dev = Device::Cpu;
-        let (h, w, c) = (6, 5, 3);
-        let x: Vec<f32> = (0..h * w * c).map(|i| ((i * 37 % 17) as f32 - 8.0) / 7.0).collect();
-        let k: Vec<f32> = (0..9 * c).map(|i| ((i * 11 % 13) as f32 - 6.0) / 5.0).collect();
-        let bias = [0.5f32, -0.25, 0.0];
+        let (n, c) = (2, 3);
+        let k = tete_kernels::testdata::uniform(9 * c, 1);
+        let bias = tete_kernels::testdata::uniform(c, 2);
         let kt = Tensor::from_vec(k.clone(), (3, 3, c), &dev).unwrap();
-        let mut taps: Vec<Tensor> = (0..9).map(|t| kt.get(t / 3).unwrap().get(t % 3).unwrap()).collect();
-        for stride in [1, 2] {
-            let dw = Depthwise { taps, bias: Tensor::new(&bias, &dev).unwrap(), stride };
-            let xt = Tensor::from_vec(x.clone(), (1, h, w, c), &dev).unwrap();
-            let got = dw.forward(&xt).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
-            let (top, _) = same_padding(h, 3, stride);
-            let (left, _) = same_padding(w, 3, stride);
-            for (oy, ox, ch) in (0..oh).flat_map(|a| (0..ow).flat_map(move |b| (0..c).map(move |d| (a, b, d)))) {
-                let mut want = bias[ch];
-                for (i, j) in (0..3).flat_map(|i| (0..3).map(move |j| (i, j))) {
-                    let (y, xx) =
-                        ((oy * stride + i) as isize - top as isize, (ox * stride + j) as isize - left as isize);
-                    if (0..h as isize).contains(&y) && (0..w as isize).contains(&xx) {
-                        want += x[(y as usize * w + xx as usize) * c + ch] * k[(i * 3 + j) * c + ch];
+        for (h, w) in [(6, 5), (8, 8), (1, 1)] {
+            let x = tete_kernels::testdata::uniform(n * h * w * c, (h * w) as u64);
+            let xt = Tensor::from_vec(x.clone(), (n, h, w, c), &dev).unwrap();
+            for stride in [1, 2] {
+                let dw = Depthwise::new(&kt, Tensor::new(bias.as_slice(), &dev).unwrap(), stride).unwrap();
+                let want = tete_kernels::cpu::depthwise3x3(&x, [n, h, w, c], &k, &bias, stride);
+                for (how, y) in [("kernel", dw.forward(&xt)), ("composed", dw.forward_composed(&xt))] {
+                    let y = y.unwrap();
+                    assert_eq!(y.dims(), [n, h.div_ceil(stride), w.div_ceil(stride), c], "{how}");
+                    for (g, e) in y.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().zip(&want) {
+                        assert!((g - e).abs() < 1e-5, "{how}, {h}×{w} stride {stride}: {g} vs {e}");
                     }
                 }
-                let g = got[(oy * ow + ox) * c + ch];
-                assert!((g - want).abs() < 1e-5, "stride {stride} at ({oy}, {ox}, {ch}): {g} vs {want}");
             }
-            taps = dw.taps;
+        }
+    }
+
+    /// A whole block on the CPU (depthwise kernel, matmul, tail kernel)
+    /// against the composed ops: ReLU and PReLU, stride 1 and 2, growing
+    /// channels.
+    #[test]
+    fn blaze_block_both_ways_agree() {
+        let dev = Device::Cpu;
+        let noise = |n: usize, seed: u64, shape: &[usize]| {
+            Tensor::from_vec(tete_kernels::testdata::uniform(n, seed), shape, &dev).unwrap()
+        };
+        for (seed, (cin, cout, stride, prelu)) in
+            [(4, 4, 1, false), (4, 6, 2, true), (3, 5, 1, true)].into_iter().enumerate()
+        {
+            let seed = 100 + 10 * seed as u64;
+            let depthwise =
+                Depthwise::new(&noise(9 * cin, seed, &[3, 3, cin]), noise(cin, seed + 1, &[cin]), stride).unwrap();
+            let pointwise =
+                Pointwise { weight: noise(cin * cout, seed + 2, &[cin, cout]), bias: noise(cout, seed + 3, &[cout]) };
+            let activation = if prelu { Activation::PRelu(noise(cout, seed + 4, &[cout])) } else { Activation::Relu };
+            let block = BlazeBlock::new(depthwise, pointwise, activation).unwrap();
+            let x = noise(2 * 8 * 6 * cin, seed + 5, &[2, 8, 6, cin]);
+            let (fast, composed) = (block.forward(&x).unwrap(), block.forward_composed(&x).unwrap());
+            assert_eq!(fast.dims(), [2, 8 / stride, 6 / stride, cout]);
+            assert_eq!(fast.dims(), composed.dims());
+            let diff = (fast - composed).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-5, "{cin}→{cout} stride {stride}: {diff}");
         }
     }
 

@@ -34,7 +34,7 @@ use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
 use super::PerceptionError;
-use crate::face::Weights;
+use crate::face::{Depthwise, Weights};
 
 /// Side of the square input, in pixels.
 pub const INPUT: usize = 112;
@@ -262,46 +262,30 @@ impl DenseBlock {
 /// tfjs `separableConv2d` "same" plus bias: a 3×3 depthwise convolution,
 /// then a 1×1 one (a matmul over the channels).
 struct SeparableConv {
-    /// The depthwise kernel's nine `[C]` taps, row-major.
-    taps: Vec<Tensor>,
+    /// Without a bias of its own: the layer's one bias comes after the matmul.
+    depthwise: Depthwise,
     /// `[in, out]`.
     pointwise: Tensor,
     bias: Tensor,
-    stride: usize,
 }
 
 impl SeparableConv {
     fn load(w: &mut Weights, prefix: &str, cin: usize, cout: usize, stride: usize) -> Result<Self, PerceptionError> {
-        let depthwise = w.take(&format!("{prefix}/depthwise_filter"), &[3, 3, cin, 1])?.reshape((9, cin))?;
+        let kernel = w.take(&format!("{prefix}/depthwise_filter"), &[3, 3, cin, 1])?.reshape((3, 3, cin))?;
+        let no_bias = Tensor::zeros(cin, DType::F32, kernel.device())?;
         Ok(Self {
-            taps: (0..9).map(|t| depthwise.get(t)).collect::<candle_core::Result<_>>()?,
+            depthwise: Depthwise::new(&kernel, no_bias, stride)?,
             pointwise: w.take(&format!("{prefix}/pointwise_filter"), &[1, 1, cin, cout])?.reshape((cin, cout))?,
             bias: w.take(&format!("{prefix}/bias"), &[cout])?,
-            stride,
         })
     }
 
-    /// NHWC in, NHWC out; sides must be even at stride 2 (they are 112,
-    /// 56, 28 and 14 here).
+    /// NHWC in, NHWC out. TensorFlow's "same" padding is the depthwise
+    /// layer's: at stride 2 on an even side (112, 56, 28 and 14 here),
+    /// output r reads input rows 2r .. 2r+2.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (n, h, w, c) = x.dims4()?;
-        // Nine shifted copies of the padded input, each scaled per channel
-        // (candle's grouped conv2d runs one convolution per channel, far
-        // slower for this shape). Each view is made contiguous first: candle
-        // multiplies by a broadcast `[C]` row on a fast path only then.
-        let xp = x.pad_with_zeros(1, 1, 1)?.pad_with_zeros(2, 1, 1)?;
-        let mut acc = xp.narrow(1, 0, h)?.narrow(2, 0, w)?.contiguous()?.broadcast_mul(&self.taps[0])?;
-        for (t, tap) in self.taps.iter().enumerate().skip(1) {
-            let view = xp.narrow(1, t / 3, h)?.narrow(2, t % 3, w)?.contiguous()?;
-            acc = (acc + view.broadcast_mul(tap)?)?;
-        }
-        if self.stride == 2 {
-            // TensorFlow's stride-2 "same" output r reads input rows 2r .. 2r+2
-            // (no padding before on an even side): the stride-1 output at 2r + 1.
-            let phases = acc.reshape((n, h / 2, 2, w / 2, 2, c))?;
-            acc = phases.narrow(2, 1, 1)?.narrow(4, 1, 1)?.reshape((n, h / 2, w / 2, c))?;
-        }
-        let (oh, ow) = (acc.dim(1)?, acc.dim(2)?);
+        let acc = self.depthwise.forward(x)?;
+        let (n, oh, ow, c) = acc.dims4()?;
         let y = acc.reshape((n * oh * ow, c))?.matmul(&self.pointwise)?.broadcast_add(&self.bias)?;
         y.reshape((n, oh, ow, ()))
     }
