@@ -30,16 +30,30 @@ fn script() -> Vec<Observation> {
     for i in 0..96 {
         let t = i as f64 / 4.0;
         let o = match t {
-            t if t < 6.0 => {
-                Observation { t, faces: 1, expression: Some(one_hot(Expression::Happy)), head: Some((3.0, 2.0)) }
-            }
-            t if t < 12.0 => {
-                Observation { t, faces: 1, expression: Some(one_hot(Expression::Neutral)), head: Some((45.0, 5.0)) }
-            }
+            t if t < 6.0 => Observation {
+                t,
+                faces: 1,
+                expression: Some(one_hot(Expression::Happy)),
+                head: Some((3.0, 2.0)),
+                quick: false,
+            },
+            t if t < 12.0 => Observation {
+                t,
+                faces: 1,
+                expression: Some(one_hot(Expression::Neutral)),
+                head: Some((45.0, 5.0)),
+                quick: false,
+            },
             t if t < 16.0 => Observation { t, ..Default::default() },
             t => {
                 let faces = if t < 18.0 { 1 } else { 2 };
-                Observation { t, faces, expression: Some(one_hot(Expression::Surprised)), head: Some((0.0, 0.0)) }
+                Observation {
+                    t,
+                    faces,
+                    expression: Some(one_hot(Expression::Surprised)),
+                    head: Some((0.0, 0.0)),
+                    quick: false,
+                }
             }
         };
         frames.push(o);
@@ -89,6 +103,44 @@ fn observations_out_of_order_or_empty_change_nothing() {
     assert_eq!(first.len(), 1);
     assert!(tracker.observe(&Observation { t: 4.0, faces: 0, ..Default::default() }).is_empty());
     assert!(tracker.state().present);
+}
+
+/// Quick looks (one detector pass) count only the larger faces: they can
+/// raise the count and keep the user present, never lower the count or
+/// show the user gone; full looks can.
+#[test]
+fn quick_looks_are_a_lower_bound() {
+    let mut tracker = SignalTracker::new(SignalConfig::default());
+    let look = |t: f64, faces: usize, quick: bool| Observation { t, faces, quick, ..Default::default() };
+    let mut notes = Vec::new();
+    // Three people by full looks every 2 s; the quick looks between see one
+    // (the others are small) or none (the user is small too).
+    for k in 0..8 {
+        let t = k as f64 * 0.5;
+        let o = if k % 4 == 0 { look(t, 3, false) } else { look(t, if k % 2 == 0 { 0 } else { 1 }, true) };
+        notes.extend(tracker.observe(&o).into_iter().map(|n| n.text));
+    }
+    assert_eq!(notes, ["the user is in view", "3 people are in the frame"]);
+    assert_eq!((tracker.state().present, tracker.state().people), (true, 3));
+    // A fourth person close enough for a quick look counts once it holds.
+    for t in [4.0, 4.5, 5.0] {
+        notes.extend(tracker.observe(&look(t, 4, true)).into_iter().map(|n| n.text));
+    }
+    assert_eq!(notes.last().map(String::as_str), Some("more people joined the frame"));
+    assert_eq!(tracker.state().people, 4);
+    // Quick looks with no face for 3 s keep the user; a full look ends it.
+    for t in [5.5, 6.0, 7.0, 8.0, 8.5] {
+        assert!(tracker.observe(&look(t, 0, true)).is_empty(), "at {t}");
+    }
+    assert!(tracker.state().present);
+    let gone = tracker.observe(&look(9.0, 0, false));
+    assert_eq!(gone.iter().map(|n| n.text.as_str()).collect::<Vec<_>>(), ["the user has left the camera's view"]);
+    // A full look with fewer people lowers the count once it holds.
+    tracker.observe(&look(10.0, 2, false));
+    tracker.observe(&look(10.5, 1, true));
+    tracker.observe(&look(11.0, 2, false));
+    assert_eq!(tracker.state().people, 2);
+    assert_eq!(tracker.summary().most_people, 4);
 }
 
 fn perceiver() -> Perceiver {
@@ -219,6 +271,30 @@ fn the_seeing_lane_looks_for_every_session_and_skips_under_load() {
     assert_eq!((busy.figures().items, busy.skipped()), (0, 1));
 }
 
+/// A session's looks through the lane: full ones (with the tiles) every
+/// two seconds of its clock, quick ones between. On demo photo 2 the quick
+/// look finds only the one large face of three.
+#[test]
+fn a_session_looks_in_full_every_two_seconds() {
+    use std::time::Duration;
+    use tete_engine::scheduler::{FULL_LOOK_EVERY, Seen, Sight};
+
+    let sight = Sight::start(perceiver(), None).unwrap();
+    let mut viewer = sight.viewer();
+    let photo = demo_frame(2);
+    let mut looks = Vec::new();
+    for t in [0.0, 0.5, 1.0, 1.5, FULL_LOOK_EVERY, 2.5] {
+        assert!(viewer.look(t, photo.clone()));
+        let seen = viewer.seen_waiting(Duration::from_secs(60));
+        let [Seen::Looked { observation: Ok(o), .. }] = seen.as_slice() else { panic!("{seen:?}") };
+        looks.push((o.t, o.quick, o.faces));
+    }
+    assert_eq!(
+        looks,
+        [(0.0, false, 3), (0.5, true, 1), (1.0, true, 1), (1.5, true, 1), (2.0, false, 3), (2.5, true, 1)]
+    );
+}
+
 /// face-api's demo photos (`demo/sampleN.jpg` in the `@vladmandic/face-api`
 /// package `tete models fetch` downloaded for the expression net), read
 /// out of the tarball.
@@ -263,14 +339,17 @@ fn the_demo_photos_count_their_people() {
     assert!(expressions[3].is_some_and(|e| e != Expression::Happy), "{:?}", expressions[3]);
 }
 
-/// A short video assembled from real pictures, read by the real models at
-/// 2 frames a second (the host's rate): the astronaut facing the camera, a woman from demo
+/// A short video assembled from real pictures, read by the real models
+/// through the seeing lane at 2 frames a second (the host's rate; a full
+/// look every 2 s, quick ones between): the astronaut facing the camera, a woman from demo
 /// photo 2 with her head turned (yaw ≈ 36°), an empty frame, the
 /// astronaut again, then two astronauts side by side. The notes come in
 /// that order, and the end-of-call analysis mentions them.
 #[test]
 fn a_video_of_real_pictures_gives_its_notes_in_order() {
-    let perceiver = perceiver();
+    use tete_engine::scheduler::{Seen, Sight};
+    let sight = Sight::start(perceiver(), None).unwrap();
+    let mut viewer = sight.viewer();
     let facing = image::imageops::resize(&astronaut(), 480, 480, image::imageops::FilterType::Triangle);
     let turned = image::imageops::crop_imm(&demo_frame(2), 60, 0, 240, 240).to_image();
     let turned = image::imageops::resize(&turned, 480, 480, image::imageops::FilterType::Triangle);
@@ -286,7 +365,10 @@ fn a_video_of_real_pictures_gives_its_notes_in_order() {
     for (picture, seconds) in scenes {
         let end = t + seconds;
         while t < end {
-            notes.extend(view.observe(&perceiver.observe(picture, t).unwrap()));
+            assert!(viewer.look(t, picture.clone()));
+            let seen = viewer.seen_waiting(std::time::Duration::from_secs(60));
+            let [Seen::Looked { observation: Ok(o), .. }] = seen.as_slice() else { panic!("{seen:?}") };
+            notes.extend(view.observe(o));
             t += 0.5;
         }
     }

@@ -10,11 +10,21 @@ use super::signals::{Note, Observation, SignalConfig, SignalTracker, Summary, he
 use super::{ExpressionNet, PerceptionError, face_crop};
 use crate::face::{BlazeFace, DetectorConfig, FaceMesh, RgbImage};
 
-/// Tiles a side the detector also looks at, besides the whole frame: the
-/// short-range detector misses faces under about a tenth of the frame
-/// (people further back), and 2×2 tiles find them (face-api's demo
-/// photos: 5 people where one pass found 2).
+/// Tiles a side the detector also looks at on a full look, besides the
+/// whole frame: the short-range detector misses faces under about a tenth
+/// of the frame (people further back), and 2×2 tiles find them (face-api's
+/// demo photos: 5 people where one pass found 2).
 const DETECTION_TILES: u32 = 2;
+
+/// How thoroughly a frame is searched for faces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// The whole frame and 2×2 tiles of it: everyone, small faces included.
+    Full,
+    /// The whole frame only, at about a third of a full look's cost: the
+    /// larger faces, so the count is a lower bound ([`Observation::quick`]).
+    Quick,
+}
 
 /// The nets perception runs per frame, loaded once and shared by every session.
 #[derive(Clone)]
@@ -36,28 +46,32 @@ impl Perceiver {
     }
 
     /// What `image`, shown at `t` seconds on the session clock, shows: how
-    /// many faces, and the largest one's expression and head turn.
+    /// many faces (a full look), and the largest one's expression and head turn.
     pub fn observe(&self, image: &RgbImage, t: f64) -> Result<Observation, PerceptionError> {
-        self.observe_batch(&[(image, t)]).pop().unwrap_or_else(|| Ok(Observation { t, ..Default::default() }))
+        self.observe_batch(&[(image, t, Detail::Full)])
+            .pop()
+            .unwrap_or_else(|| Ok(Observation { t, ..Default::default() }))
     }
 
-    /// [`Self::observe`] for several frames (of different sessions): faces
-    /// (over the whole frame and 2×2 tiles of it) and landmarks frame by
+    /// [`Self::observe`] for several frames (of different sessions), each
+    /// searched for faces in its own detail: faces and landmarks frame by
     /// frame, the expressions of every frame's main face as one batch.
     /// Each frame gets its own result.
-    pub fn observe_batch(&self, frames: &[(&RgbImage, f64)]) -> Vec<Result<Observation, PerceptionError>> {
+    pub fn observe_batch(&self, frames: &[(&RgbImage, f64, Detail)]) -> Vec<Result<Observation, PerceptionError>> {
         // Faces, head turn and crop of each frame's largest face.
         let looks: Vec<Result<(Observation, Option<RgbImage>), PerceptionError>> = frames
             .iter()
-            .map(|&(image, t)| {
-                let faces = self.detector.detect_tiled(image, &DetectorConfig::default(), DETECTION_TILES)?;
+            .map(|&(image, t, detail)| {
+                let tiles = if detail == Detail::Full { DETECTION_TILES } else { 1 };
+                let quick = detail == Detail::Quick;
+                let faces = self.detector.detect_tiled(image, &DetectorConfig::default(), tiles)?;
                 let main = faces
                     .iter()
                     .max_by(|a, b| (a.bbox.width * a.bbox.height).total_cmp(&(b.bbox.width * b.bbox.height)));
-                let Some(face) = main else { return Ok((Observation { t, ..Default::default() }, None)) };
+                let Some(face) = main else { return Ok((Observation { t, quick, ..Default::default() }, None)) };
                 let mesh = self.mesher.landmarks(image, face)?;
                 let points: Vec<[f32; 2]> = mesh.points.iter().map(|p| [p[0], p[1]]).collect();
-                let seen = Observation { t, faces: faces.len(), expression: None, head: head_angles(&points) };
+                let seen = Observation { t, faces: faces.len(), quick, expression: None, head: head_angles(&points) };
                 Ok((seen, face_crop(image, &face.bbox)))
             })
             .collect();

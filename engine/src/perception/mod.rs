@@ -13,7 +13,7 @@ pub mod queries;
 pub mod signals;
 
 pub use expression::{Expression, ExpressionNet};
-pub use live::{Analysis, Perceiver, UserView};
+pub use live::{Analysis, Detail, Perceiver, UserView};
 pub use signals::{Note, Observation, SignalConfig, SignalTracker, Summary, UserState, head_angles};
 
 /// Perception loads its nets and checks its inputs as the face stage does,

@@ -14,6 +14,10 @@ pub struct Observation {
     pub t: f64,
     /// Faces the detector found (others' faces included).
     pub faces: usize,
+    /// `faces` is only a lower bound: a quick look, without the tiles that
+    /// find small faces (people further back). A quick look can raise the
+    /// count or show the user is there, never lower it or show them gone.
+    pub quick: bool,
     /// The main face's expression probabilities, in [`Expression::ALL`] order.
     pub expression: Option<[f32; 7]>,
     /// The main face's head turn: yaw (left/right) and pitch (up/down), in
@@ -139,7 +143,8 @@ impl SignalTracker {
         if o.faces > 0 {
             self.last_face = Some(o.t);
         }
-        let present = self.last_face.is_some_and(|seen| o.t - seen < c.absent_after);
+        let recent = self.last_face.is_some_and(|seen| o.t - seen < c.absent_after);
+        let present = recent || (o.quick && self.state.present);
         if present != self.state.present {
             self.state.present = present;
             note(if present { "the user is in view".into() } else { "the user has left the camera's view".into() });
@@ -150,7 +155,10 @@ impl SignalTracker {
                 self.away_noted = false;
             }
         }
-        if present && o.faces > 0 && o.faces != self.state.people {
+        let at_most_known = self.state.people.max(self.count_candidate.map_or(0, |(n, _)| n));
+        if o.quick && o.faces < at_most_known {
+            // Fewer faces than known may be small ones a quick look misses.
+        } else if present && o.faces > 0 && o.faces != self.state.people {
             match self.count_candidate {
                 Some((n, since)) if n == o.faces && o.t - since >= c.count_holds => {
                     let before = self.state.people;

@@ -38,7 +38,7 @@ mod session;
 mod sight;
 use lane::Run;
 pub use resident::{LoadError, ResidentIds, gguf_path};
-pub use sight::{ExecutorState, LoadProbe, SIGHT_BUDGET, Seen, Sight, Skip, Viewer};
+pub use sight::{ExecutorState, FULL_LOOK_EVERY, LoadProbe, SIGHT_BUDGET, Seen, Sight, Skip, Viewer};
 
 /// What the replica says when its model fails mid-conversation.
 pub const FALLBACK_LINE: &str = "Sorry, I lost my train of thought. Could you say that again?";

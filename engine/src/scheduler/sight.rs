@@ -15,6 +15,11 @@
 //! budget (for the other lanes to be idle, or behind other frames), or any
 //! frame while the executor's busiest lane is over [`MAX_LOAD`], comes back
 //! as [`Seen::Skipped`], so the session simply looks less often.
+//!
+//! Each session's looks are full ones (the detector over the whole frame
+//! and its tiles, counting everyone) every [`FULL_LOOK_EVERY`], and quick
+//! ones (the whole frame only) between: a third of the cost, and the
+//! tracker takes their counts as lower bounds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +30,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError, unbounded};
 
 use super::{MAX_LOAD, StageCounters, StageFigures};
 use crate::face::RgbImage;
-use crate::perception::{Observation, Perceiver};
+use crate::perception::{Detail, Observation, Perceiver};
 
 /// What the seeing lane reads of the executor before each batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -41,6 +46,8 @@ pub type LoadProbe = Arc<dyn Fn() -> ExecutorState + Send + Sync>;
 
 /// How long a frame may wait for the lane before it is skipped.
 pub const SIGHT_BUDGET: Duration = Duration::from_millis(500);
+/// Seconds on a session's clock between its full looks.
+pub const FULL_LOOK_EVERY: f64 = 2.0;
 /// How often a waiting batch checks whether the other lanes are idle.
 const IDLE_POLL: Duration = Duration::from_millis(2);
 
@@ -74,6 +81,7 @@ impl Skip {
 struct Look {
     t: f64,
     image: RgbImage,
+    detail: Detail,
     enqueued: Instant,
     out: Sender<Seen>,
 }
@@ -118,7 +126,14 @@ impl Sight {
     /// A new session's end of the lane.
     pub fn viewer(&self) -> Viewer {
         let (out, results) = unbounded();
-        Viewer { looks: self.looks.clone(), out, results, ready: Vec::new(), in_flight: false }
+        Viewer {
+            looks: self.looks.clone(),
+            out,
+            results,
+            ready: Vec::new(),
+            in_flight: false,
+            full_due: f64::NEG_INFINITY,
+        }
     }
 
     /// Figures of the frames looked at.
@@ -150,19 +165,23 @@ pub struct Viewer {
     /// Results taken off the queue but not yet asked for.
     ready: Vec<Seen>,
     in_flight: bool,
+    /// The session time from which the next look is a full one.
+    full_due: f64,
 }
 
 impl Viewer {
     /// Hands the lane `image`, shown at `t` seconds on the session's clock;
     /// false (and nothing handed) while the last frame is still out or the
-    /// lane has stopped.
+    /// lane has stopped. The look is a full one when the last full look
+    /// that came back is [`FULL_LOOK_EVERY`] old (or none did), else quick.
     pub fn look(&mut self, t: f64, image: RgbImage) -> bool {
         self.take_results();
         if self.in_flight {
             return false;
         }
         let Some(looks) = &self.looks else { return false };
-        let look = Look { t, image, enqueued: Instant::now(), out: self.out.clone() };
+        let detail = if t >= self.full_due { Detail::Full } else { Detail::Quick };
+        let look = Look { t, image, detail, enqueued: Instant::now(), out: self.out.clone() };
         if looks.send(look).is_err() {
             self.looks = None;
             return false;
@@ -188,7 +207,7 @@ impl Viewer {
         if self.in_flight
             && let Ok(s) = self.results.recv_timeout(timeout)
         {
-            self.in_flight = false;
+            self.came_back(&s);
             seen.push(s);
         }
         seen
@@ -196,8 +215,17 @@ impl Viewer {
 
     fn take_results(&mut self) {
         while let Ok(s) = self.results.try_recv() {
-            self.in_flight = false;
+            self.came_back(&s);
             self.ready.push(s);
+        }
+    }
+
+    fn came_back(&mut self, seen: &Seen) {
+        self.in_flight = false;
+        if let Seen::Looked { observation: Ok(o), .. } = seen
+            && !o.quick
+        {
+            self.full_due = o.t + FULL_LOOK_EVERY;
         }
     }
 }
@@ -240,7 +268,7 @@ fn run(
         if batch.is_empty() {
             continue;
         }
-        let frames: Vec<(&RgbImage, f64)> = batch.iter().map(|l| (&l.image, l.t)).collect();
+        let frames: Vec<(&RgbImage, f64, Detail)> = batch.iter().map(|l| (&l.image, l.t, l.detail)).collect();
         let observations = pool.install(|| perceiver.observe_batch(&frames));
         let ended = Instant::now();
         // Each frame is charged its share of the batch.
