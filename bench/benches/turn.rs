@@ -1,7 +1,8 @@
 //! Turn-taking costs on the real converted weights: one Smart Turn verdict
 //! (features of the last 8 s, then the forward pass with the graph's uint8
 //! activation round trips), and the endpoint detector's own bookkeeping per
-//! 20 ms frame.
+//! 20 ms frame. Then the verdicts on the LibriVox clips as the silence
+//! after them grows.
 //! A verdict runs once per pause, not per frame; the printed figures put it
 //! against the 200–300 ms endpoint budget.
 //!
@@ -11,6 +12,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
+use tete_bench::harness::{clip, speech_end};
 use tete_engine::features::LogMelCpu;
 use tete_engine::models::{Manifest, Store, convert::OUTPUT, default_home};
 use tete_engine::turn::{EndpointDetector, FRAMES, Patience, SmartTurn, TurnMode, window_features};
@@ -60,6 +62,27 @@ fn bench(c: &mut Criterion) {
         verdict / 0.25 * 100.0,
         verdict * 1e3 * 20.0 / 400.0
     );
+    clips_as_silence_grows(&model, &mut mel);
+}
+
+/// Smart Turn's P(end of turn) on each LibriVox clip the harness has, as
+/// the silence after it grows: which clips a reader left unfinished.
+fn clips_as_silence_grows(model: &SmartTurn, mel: &mut LogMelCpu) {
+    const SILENCE_MS: [usize; 8] = [0, 96, 160, 192, 256, 400, 600, 800];
+    println!("smart turn on the LibriVox clips, P(end of turn) after ms of silence {SILENCE_MS:?}:");
+    for n in ["0870", "0880", "0890", "0920", "0930"] {
+        let pcm = clip(&format!("sense_and_sensibility_01_austen_64kb-{n}.wav"));
+        let speech = &pcm[..speech_end(&pcm)];
+        let verdicts: Vec<String> = SILENCE_MS
+            .iter()
+            .map(|ms| {
+                let mut audio = speech.to_vec();
+                audio.resize(speech.len() + ms * 16, 0.0);
+                format!("{:.2}", model.predict(&audio, mel).expect("verdict"))
+            })
+            .collect();
+        println!("  {n}: {}", verdicts.join(" "));
+    }
 }
 
 criterion_group!(benches, bench);

@@ -21,8 +21,15 @@ pub const QUESTIONS: [&str; 4] = [
     "What should I cook for dinner tonight?",
 ];
 pub const LIBRIVOX: &str = "/usr/share/pocketsphinx/test/data/librivox";
+/// Clips the reader finishes: 0870 ends its sentence ("… to do for
+/// them."), 0890 its clause ("… is to be ill-disposed:"), and Smart Turn
+/// gives both ≥ 0.9 after 160 ms of silence. Not 0880 ("He was not an
+/// ill-disposed young man", read on into a comma) nor 0930 (read on into
+/// a semicolon), which it gives 0.03–0.5 for the first 800 ms (`cargo
+/// bench -p tete-bench --bench turn`): a turn detector is right to wait
+/// there, and the replica waits for the silence fallback.
 pub const CLIPS: [&str; 2] =
-    ["sense_and_sensibility_01_austen_64kb-0880.wav", "sense_and_sensibility_01_austen_64kb-0930.wav"];
+    ["sense_and_sensibility_01_austen_64kb-0870.wav", "sense_and_sensibility_01_austen_64kb-0890.wav"];
 
 /// `text` spoken by espeak-ng at 16 kHz.
 pub fn speak(text: &str) -> Vec<f32> {
@@ -67,7 +74,7 @@ pub struct Turn {
     pub decision_lag: Option<f64>,
     /// End of turn → first phrase composed (0 when speculation had it ready).
     pub llm_first_phrase: Option<f64>,
-    /// First phrase → its first audio.
+    /// First phrase (or the end of turn, when speculation had it earlier) → its first audio.
     pub tts_first_audio: Option<f64>,
     /// First audio → the first lip-synced frame rendered.
     pub first_frame: Option<f64>,

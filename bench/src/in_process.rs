@@ -220,7 +220,8 @@ fn one_turn(
             endpoint: between(speech_end_at, Some(timing.end_of_turn)),
             decision_lag: Some(ms(timing.decision_lag)),
             llm_first_phrase: between(Some(llm_from), timing.first_phrase).or(timing.speculative.then_some(0.0)),
-            tts_first_audio: between(timing.first_phrase, timing.first_audio),
+            // A speculative phrase may be ready before the turn ends; speech starts after both.
+            tts_first_audio: between(timing.first_phrase.map(|p| p.max(timing.end_of_turn)), timing.first_audio),
             first_frame,
             utterance_to_utterance: between(speech_end_at, Some(client_first)),
             av_offset: mouth_onset.map(|m| (m - onset).abs() * 1e3),
