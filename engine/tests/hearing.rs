@@ -2,7 +2,7 @@
 //! partials and a final transcript at the end of the turn; over the
 //! replica's voice a backchannel holds and resumes, a real interruption
 //! interrupts and becomes the user's turn, and the replica's own echo is not
-//! heard as the user.
+//! heard as the user. A pause is decoded before the VAD calls it.
 
 mod common;
 
@@ -74,6 +74,62 @@ fn read_speech_gives_partials_and_a_final_transcript_at_the_end_of_the_turn() {
         assert!(all.iter().any(|x| x == w), "{w:?} in {finals:?}");
     }
     assert!(matches!(events.last(), Some(HearingEvent::EndOfTurn { .. })), "the turn ended: {:?}", events.last());
+}
+
+/// `text` by espeak-ng without its leading and trailing silence.
+fn spoken(text: &str) -> Vec<f32> {
+    let pcm = speak(text);
+    let loud = |s: &f32| s.abs() > 0.02;
+    let (start, end) = (pcm.iter().position(loud).unwrap_or(0), pcm.iter().rposition(loud).map_or(0, |i| i + 1));
+    pcm[start..end].to_vec()
+}
+
+/// A pause's decode and verdict start after 96 ms of quiet, before the
+/// VAD calls the pause at 160 ms, and the turn ends on them; a shorter gap
+/// inside the sentence drops them, and the final has the words after it.
+#[test]
+fn a_pause_is_decoded_before_the_vad_calls_it_and_dropped_if_speech_goes_on() {
+    let models = models();
+    let mut session = HearingSession::new(&models, HearingConfig::default()).unwrap();
+    let mut audio = vec![0.0; 8_000];
+    audio.extend(spoken("Tell me about the history"));
+    // 144 ms: room for the early decode's three quiet 32 ms chunks, not for the VAD's five.
+    audio.extend(vec![0.0; 2_304]);
+    audio.extend(spoken("of the old lighthouse by the harbour."));
+    let speech_end = audio.len() as u64;
+    audio.extend(vec![0.0; 32_000]);
+    // (sample clock after the push, event)
+    let mut events: Vec<(u64, HearingEvent)> = Vec::new();
+    for frame in audio.chunks(320) {
+        let heard = session.push_heard(&models, frame).unwrap();
+        events.extend(heard.into_iter().map(|e| (session.now(), e)));
+    }
+    let ends: Vec<&str> = events
+        .iter()
+        .filter_map(|(_, e)| {
+            if let HearingEvent::EndOfTurn { transcript, .. } = e { Some(transcript.text.as_str()) } else { None }
+        })
+        .collect();
+    assert_eq!(ends.len(), 1, "one turn: {ends:?}");
+    let heard = words(ends[0]);
+    // Whisper spells it either way.
+    for w in ["history", "lighthouse", "harbo"] {
+        assert!(heard.iter().any(|x| x.starts_with(w)), "{w:?} in {ends:?}");
+    }
+    let stopped = events.iter().rposition(|(_, e)| matches!(e, HearingEvent::SpeechStopped { .. })).expect("a pause");
+    let (decoded_at, _) = events[..stopped]
+        .iter()
+        .rev()
+        .find(|(_, e)| matches!(e, HearingEvent::Partial(_)))
+        .expect("the pause's partial");
+    let stopped_at = events[stopped].0;
+    println!("speech ends at {speech_end}, pause decoded at {decoded_at}, the VAD calls it at {stopped_at}");
+    assert!(*decoded_at > speech_end, "the pause's decode comes after the speech");
+    assert!(stopped_at >= decoded_at + 640, "decoded {decoded_at}, VAD stop {stopped_at}: at least 40 ms sooner");
+    assert!(
+        !events[stopped..].iter().any(|(_, e)| matches!(e, HearingEvent::Partial(_))),
+        "the pause is not decoded twice"
+    );
 }
 
 #[test]
