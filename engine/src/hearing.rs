@@ -191,16 +191,15 @@ impl HearingSession {
         let (vad_events, probs) = self.vad.push(&to_vad)?;
         self.now += clean.len() as u64;
         let scored_until = self.now - self.now % CHUNK as u64;
+        let mut voiced = false;
         for (i, p) in probs.iter().enumerate() {
             if *p >= self.start_threshold {
+                voiced = true;
                 self.barge_in.voiced(scored_until - ((probs.len() - 1 - i) * CHUNK) as u64);
             }
-        }
-        self.keep_audio(&clean)?;
-        let voiced = probs.iter().any(|p| *p >= self.start_threshold);
-        for p in &probs {
             self.quiet_chunks = if *p < self.stop_threshold { self.quiet_chunks + 1 } else { 0 };
         }
+        self.keep_audio(&clean)?;
         if voiced && self.vad.is_speaking() && self.pause_len.is_some() {
             // Speech went on before the VAD called the pause: the early decode is stale.
             self.pause_len = None;
