@@ -117,9 +117,10 @@ fn main() {
     let tok = model.tokenizer();
     let never = AtomicBool::new(false);
     println!(
-        "threads: {} (the machine is shared: other builds may run); weights held: {:.1} MB",
+        "threads: {} (the machine is shared: other builds may run); weights held: {:.1} MB; products on {:?} (TETE_QUANT_ISA=avx2 for AVX2)",
         rayon::current_num_threads(),
-        model.weight_bytes().unwrap_or(0) as f64 / 1e6
+        model.weight_bytes().unwrap_or(0) as f64 / 1e6,
+        tete_kernels::quant::Isa::best()
     );
 
     let prompt = model

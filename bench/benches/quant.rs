@@ -4,7 +4,8 @@
 //! dot products). Prints GB/s of weights read and GMAC/s next to the
 //! machine's streaming read bandwidth, measured the same way (a sum over a
 //! buffer larger than the caches), so the ratio says how close a product
-//! runs to the memory limit.
+//! runs to the memory limit. Each instruction set the processor has
+//! ([`Isa`]: AVX2, AVX-512 VNNI) is timed on its own.
 //!
 //! Run: `cargo bench -p tete-bench --bench quant` (under `cargo test` it runs
 //! two layers and a few rounds as a smoke test).
@@ -13,7 +14,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
-use tete_kernels::quant::{QActs, QMatrix};
+use tete_kernels::quant::{Isa, QActs, QMatrix};
 use tete_kernels::testdata::uniform as noise;
 
 /// Best of `runs` timings of `f`.
@@ -82,7 +83,7 @@ fn main() {
             .collect();
         let bytes: usize = mats.iter().map(QMatrix::bytes).sum();
         let macs: usize = mats.iter().map(|m| m.rows() * m.cols()).sum();
-        for m in [1usize, 4, 64] {
+        for (isa, m) in Isa::all().iter().filter(|i| i.available()).flat_map(|&i| [(i, 1usize), (i, 4), (i, 64)]) {
             let acts: Vec<QActs> = [dim, ff]
                 .iter()
                 .map(|&c| {
@@ -96,13 +97,13 @@ fn main() {
                 rayon::scope(|_| {
                     for w in &mats {
                         let a = if w.cols() == dim { &acts[0] } else { &acts[1] };
-                        w.matmul(a, &mut out[..m * w.rows()]);
+                        w.matmul_on(isa, a, &mut out[..m * w.rows()]);
                     }
                 })
             });
             let gbs = bytes as f64 / t.as_secs_f64() / 1e9;
             println!(
-                "{label} {layers} layers x {m:>2} tokens: {:>7.2} ms = {:>6.1} tokens/s, weights {gbs:.1} GB/s ({:.2} of streaming), {:.1} GMAC/s",
+                "{label} {isa:?} {layers} layers x {m:>2} tokens: {:>7.2} ms = {:>6.1} tokens/s, weights {gbs:.1} GB/s ({:.2} of streaming), {:.1} GMAC/s",
                 t.as_secs_f64() * 1e3,
                 m as f64 / t.as_secs_f64(),
                 gbs / bandwidth,

@@ -332,16 +332,23 @@ fn qwen_answers_through_its_template() {
 /// from the f64 reference as the other (measured on the fixture's prompt
 /// cut at 2, 5, 8, 12, 14 and 16 tokens: mean |diff| to the reference
 /// 0.30, 0.12, 0.13, 0.13, 0.19, 0.35 native and 0.35, 0.09, 0.23, 0.11,
-/// 0.21, 0.14 candle). So: the same top token, top-5 overlap >= 4 and a
-/// mean |diff| below 0.3 (0.24 measured).
+/// 0.21, 0.14 candle). A change of summation order inside the native
+/// products alone moves single cuts by as much: native against candle was
+/// 0.10, 0.11, 0.15, 0.14, 0.12, 0.21 with per-block scaling and 0.19,
+/// 0.09, 0.10, 0.14, 0.15, 0.42 with per-group scaling. So over those
+/// cuts: a mean |diff| below 0.5 for each and below 0.25 on average
+/// (0.14 and 0.18 measured), and for the whole prompt the same top token
+/// and a top-5 overlap of at least 4.
 #[test]
 fn native_matches_candle() {
     let candle = LlmModel::load_with(&path(), &Device::Cpu, LlmBackend::Candle).unwrap();
     let m = model();
     assert_eq!(m.backend(), LlmBackend::Native);
     let ids = m.tokenizer().encode(REFERENCE_PROMPT).unwrap();
-    let ours: Vec<f32> = m.session().unwrap().prefill(&ids).unwrap().to_vec1().unwrap();
-    let theirs: Vec<f32> = candle.session().unwrap().prefill(&ids).unwrap().to_vec1().unwrap();
+    let logits = |model: &LlmModel, n: usize| -> Vec<f32> {
+        model.session().unwrap().prefill(&ids[..n]).unwrap().to_vec1().unwrap()
+    };
+    let (ours, theirs) = (logits(m, ids.len()), logits(&candle, ids.len()));
     let top = |l: &[f32]| {
         let mut i: Vec<usize> = (0..l.len()).collect();
         i.sort_by(|&a, &b| l[b].total_cmp(&l[a]));
@@ -351,9 +358,20 @@ fn native_matches_candle() {
     let (a, b) = (top(&ours), top(&theirs));
     assert_eq!(a[0], b[0], "top token: native {a:?} vs candle {b:?}");
     assert!(a.iter().filter(|i| b.contains(i)).count() >= 4, "top 5: native {a:?} vs candle {b:?}");
-    let mean = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).sum::<f32>() / ours.len() as f32;
-    println!("native vs candle: max |diff| {:?}, mean {mean}", max_abs_diff(&ours, &theirs));
-    assert!(mean < 0.3, "mean |diff| native vs candle {mean}");
+    let cuts = [2, 5, 8, 12, 14, 16];
+    let means: Vec<f32> = cuts
+        .iter()
+        .map(|&n| {
+            let (ours, theirs) = (logits(m, n), logits(&candle, n));
+            ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).sum::<f32>() / ours.len() as f32
+        })
+        .collect();
+    let average = means.iter().sum::<f32>() / means.len() as f32;
+    println!("native vs candle, mean |diff| at {cuts:?} tokens: {means:.3?}, average {average:.3}");
+    for (n, mean) in cuts.iter().zip(&means) {
+        assert!(*mean < 0.5, "mean |diff| native vs candle at {n} tokens: {mean}");
+    }
+    assert!(average < 0.25, "mean |diff| native vs candle, averaged over {cuts:?} tokens: {average}");
 }
 
 /// A prompt that changes after some point is prefilled only from there —

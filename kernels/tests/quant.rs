@@ -4,7 +4,7 @@
 //! counts; row counts that split unevenly between threads), plus what
 //! quantization itself costs against unquantized f32 math.
 
-use tete_kernels::quant::{QActs, QKind, QMatrix};
+use tete_kernels::quant::{BLOCK, Isa, QActs, QKind, QMatrix, nibble_of};
 use tete_kernels::testdata::uniform as noise;
 
 /// The kernels sum integer block products exactly and scale them in f32;
@@ -12,12 +12,28 @@ use tete_kernels::testdata::uniform as noise;
 /// f32 rounding over a few hundred terms.
 const TOL: f32 = 1e-5;
 
+/// The instruction sets this processor runs; the products are checked on each.
+fn isas() -> Vec<Isa> {
+    let isas: Vec<Isa> = Isa::all().iter().copied().filter(|i| i.available()).collect();
+    let missing: Vec<Isa> = Isa::all().iter().copied().filter(|i| !i.available()).collect();
+    if !missing.is_empty() {
+        eprintln!("not checked, this processor lacks them: {missing:?}");
+    }
+    isas
+}
+
 fn check(w: &QMatrix, x: &[f32], m: usize, what: &str) {
+    for isa in isas() {
+        check_on(isa, w, x, m, &format!("{what} on {isa:?}"));
+    }
+}
+
+fn check_on(isa: Isa, w: &QMatrix, x: &[f32], m: usize, what: &str) {
     let mut acts = QActs::new();
     acts.quantize(x, m, w.cols());
     let mut ours = vec![0.0; m * w.rows()];
     let mut reference = vec![0.0; m * w.rows()];
-    w.matmul(&acts, &mut ours);
+    w.matmul_on(isa, &acts, &mut ours);
     w.matmul_reference(&acts, &mut reference);
     // Scale: Σ |w|·|a| per output bounds the rounding of any order of summation.
     let mut row = vec![0.0; w.cols()];
@@ -55,15 +71,60 @@ fn q8_0_products_match_the_reference() {
 #[test]
 fn extreme_codes_do_not_overflow() {
     // Every Q8_0 code at −128 or 127 and every activation at ±127: the
-    // 16-bit pair sums are at their largest.
+    // 16-bit pair sums are at their largest. 18 blocks: two whole groups
+    // (a Q4_1 group sums its eight steps in 16 bits) and two blocks after.
     let rows = 8;
-    let cols = 64;
-    let codes: Vec<i8> = (0..rows * cols).map(|i| if i % 3 == 0 { -128 } else { 127 }).collect();
-    let w = QMatrix::q8_0(rows, cols, vec![0.5; rows * cols / 32], codes).unwrap();
-    let x: Vec<f32> = (0..cols).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
-    check(&w, &x, 1, "Q8_0 extremes");
-    let w = QMatrix::q4_1(rows, cols, vec![1.0; rows * 2], vec![-3.0; rows * 2], vec![0xFF; rows * cols / 2]).unwrap();
-    check(&w, &x, 1, "Q4_1 extremes");
+    let cols = 18 * 32;
+    let blocks = rows * cols / 32;
+    let alternating: Vec<f32> = (0..cols).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+    for (x, what) in [(vec![1.0; cols], "all +127"), (vec![-1.0; cols], "all −127"), (alternating, "alternating")] {
+        for pattern in [0, 3] {
+            let codes: Vec<i8> =
+                (0..rows * cols).map(|i| if pattern > 0 && i % pattern == 0 { -128 } else { 127 }).collect();
+            let w = QMatrix::q8_0(rows, cols, vec![0.5; blocks], codes).unwrap();
+            check(&w, &x, 1, &format!("Q8_0 extremes (pattern {pattern}), activations {what}"));
+        }
+        let w = QMatrix::q4_1(rows, cols, vec![1.0; blocks], vec![-3.0; blocks], vec![0xFF; rows * cols / 2]).unwrap();
+        check(&w, &x, 1, &format!("Q4_1 extremes, activations {what}"));
+    }
+}
+
+#[test]
+fn matrices_read_back_what_the_file_layout_gave() {
+    // Plain GGUF Q4_1 / Q8_0 codes in, the same values out, whatever the
+    // grouping inside: 2 groups and 3 blocks after, and a row of one block.
+    for cols in [19 * BLOCK, BLOCK] {
+        let rows = 3;
+        let blocks = rows * cols / BLOCK;
+        let d: Vec<f32> = (0..blocks).map(|b| 0.01 * (b + 1) as f32).collect();
+        let m: Vec<f32> = (0..blocks).map(|b| -(b as f32)).collect();
+        let packed: Vec<u8> = (0..rows * cols / 2).map(|i| (i * 7 + i / 5) as u8).collect();
+        let w = QMatrix::q4_1(rows, cols, d.clone(), m.clone(), packed.clone()).unwrap();
+        let signed: Vec<i8> = (0..rows * cols).map(|i| (i * 13 + i / 3) as u8 as i8).collect();
+        let w8 = QMatrix::q8_0(rows, cols, d.clone(), signed.clone()).unwrap();
+        let (mut row, mut row8) = (vec![0.0; cols], vec![0.0; cols]);
+        for r in 0..rows {
+            w.dequantize_row(r, &mut row);
+            w8.dequantize_row(r, &mut row8);
+            for c in 0..cols {
+                let b = (r * cols + c) / BLOCK;
+                let j = c % BLOCK;
+                let byte = packed[b * BLOCK / 2 + j % (BLOCK / 2)];
+                let code = if j < BLOCK / 2 { byte & 0x0F } else { byte >> 4 };
+                assert_eq!(row[c], d[b] * f32::from(code) + m[b], "Q4_1 {cols} columns, row {r} column {c}");
+                assert_eq!(row8[c], d[b] * f32::from(signed[r * cols + c]), "Q8_0 {cols} columns, row {r} column {c}");
+            }
+        }
+    }
+    // Every element of a row has its own nibble.
+    let blocks = 19;
+    let mut seen = std::collections::HashSet::new();
+    for b in 0..blocks {
+        for j in 0..BLOCK {
+            let (byte, high) = nibble_of(blocks, b, j);
+            assert!(byte < blocks * BLOCK / 2 && seen.insert((byte, high)), "block {b} element {j}");
+        }
+    }
 }
 
 #[test]

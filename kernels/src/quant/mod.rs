@@ -10,12 +10,27 @@
 //! llama.cpp does, so a block's product is an integer dot product of 32
 //! pairs: `dw·da·Σ qw·qa (+ mw·sa)`.
 //!
-//! [`QMatrix::matmul`] multiplies `m` token rows at once: each weight block
+//! **Layout.** Within each row (of weights or activations), every whole
+//! group of [`GROUP`] = 8 consecutive blocks is stored step by step: step
+//! `s` (elements `4s .. 4s + 4` of each block) holds those four codes of
+//! block 0 of the group, then of block 1, and so on, 32 bytes a step. A
+//! vector lane then stays with one block through the group, so a block's
+//! integer products add up in its lane and the eight blocks' scales are
+//! applied together, once per group instead of once per block. Q4_1
+//! packs two steps in 32 bytes (step `2u` in the low nibbles, `2u + 1` in
+//! the high ones). The blocks after the last whole group keep the plain
+//! layout (Q4_1: element `j` in the low nibble of byte `j`, element
+//! `j + 16` in its high nibble). [`byte_of`] and [`nibble_of`] say where
+//! an element is; the constructors take the plain GGUF layout.
+//!
+//! [`QMatrix::matmul`] multiplies `m` token rows at once: each weight group
 //! is unpacked once and used for up to four tokens (prefill and batched
 //! decode), and rows are split across rayon's threads. The AVX2 path is
 //! compiled when the build enables AVX2 and FMA (the workspace builds for
-//! x86-64-v3); [`QMatrix::matmul_reference`] defines the exact result: the
-//! same quantized values multiplied in f64.
+//! x86-64-v3); on a processor with AVX-512 VNNI the products use
+//! `vpdpbusd` instead ([`Isa::best`], checked at run time).
+//! [`QMatrix::matmul_reference`] defines the exact result: the same
+//! quantized values multiplied in f64.
 
 #![allow(unsafe_code)]
 
@@ -23,11 +38,53 @@ use rayon::prelude::*;
 
 use crate::KernelError;
 
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+mod portable;
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+mod x86;
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+use portable as simd;
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+use x86 as simd;
+
+/// The instruction sets the products can run on.
+pub use simd::Isa;
+
 /// Values per quantization block.
 pub const BLOCK: usize = 32;
 
-/// Token rows multiplied together against one unpacked weight block.
+/// Blocks stored interleaved, one to a vector lane.
+pub const GROUP: usize = 8;
+
+/// Token rows multiplied together against one unpacked weight group.
 const TOKENS: usize = 4;
+
+/// Where element `j` of block `b` sits among the 8-bit codes of a row of
+/// `blocks` blocks (Q8_0 weights and quantized activations).
+pub fn byte_of(blocks: usize, b: usize, j: usize) -> usize {
+    if b < blocks / GROUP * GROUP {
+        let (g, k) = (b / GROUP, b % GROUP);
+        g * GROUP * BLOCK + (j / 4) * GROUP * 4 + k * 4 + j % 4
+    } else {
+        b * BLOCK + j
+    }
+}
+
+/// Where element `j` of block `b` sits among the 4-bit codes of a row of
+/// `blocks` blocks: the byte, and whether it is the high nibble.
+pub fn nibble_of(blocks: usize, b: usize, j: usize) -> (usize, bool) {
+    if b < blocks / GROUP * GROUP {
+        let (g, k, s) = (b / GROUP, b % GROUP, j / 4);
+        (g * GROUP * BLOCK / 2 + (s / 2) * GROUP * 4 + k * 4 + j % 4, s % 2 == 1)
+    } else {
+        (b * BLOCK / 2 + j % (BLOCK / 2), j >= BLOCK / 2)
+    }
+}
+
+fn read_nibble(codes: &[u8], (byte, high): (usize, bool)) -> u8 {
+    if high { codes[byte] >> 4 } else { codes[byte] & 0x0F }
+}
 
 /// A weight block format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +133,18 @@ impl QMatrix {
                 codes.len()
             )));
         }
-        Ok(Self { kind: QKind::Q4_1, rows, cols, d, m, codes })
+        let kb = cols / BLOCK;
+        let mut laid = vec![0u8; codes.len()];
+        for (plain, row) in codes.chunks_exact(kb * BLOCK / 2).zip(laid.chunks_exact_mut(kb * BLOCK / 2)) {
+            for b in 0..kb {
+                for j in 0..BLOCK {
+                    let (byte, high) = nibble_of(kb, b, j);
+                    let code = nibble(&plain[b * BLOCK / 2..(b + 1) * BLOCK / 2], j);
+                    row[byte] |= if high { code << 4 } else { code };
+                }
+            }
+        }
+        Ok(Self { kind: QKind::Q4_1, rows, cols, d, m, codes: laid })
     }
 
     /// A Q8_0 matrix from its scales and codes.
@@ -90,8 +158,13 @@ impl QMatrix {
                 codes.len()
             )));
         }
-        let codes = codes.into_iter().map(|c| c as u8).collect();
-        Ok(Self { kind: QKind::Q8_0, rows, cols, d, m: Vec::new(), codes })
+        let codes: Vec<u8> = codes.into_iter().map(|c| c as u8).collect();
+        let kb = cols / BLOCK;
+        let mut laid = vec![0u8; codes.len()];
+        for (plain, row) in codes.chunks_exact(kb * BLOCK).zip(laid.chunks_exact_mut(kb * BLOCK)) {
+            lay_out_row(plain, row, kb);
+        }
+        Ok(Self { kind: QKind::Q8_0, rows, cols, d, m: Vec::new(), codes: laid })
     }
 
     /// Quantizes row-major f32 `values` to Q8_0 (scale = max |w| / 127 per block).
@@ -206,13 +279,13 @@ impl QMatrix {
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let kb = self.cols / BLOCK;
         let cb = self.kind.code_bytes();
+        let codes = &self.codes[r * kb * cb..(r + 1) * kb * cb];
         for (b, out) in out[..self.cols].chunks_exact_mut(BLOCK).enumerate() {
             let i = r * kb + b;
-            let codes = &self.codes[i * cb..(i + 1) * cb];
             for (j, o) in out.iter_mut().enumerate() {
                 *o = match self.kind {
-                    QKind::Q4_1 => self.d[i] * f32::from(nibble(codes, j)) + self.m[i],
-                    QKind::Q8_0 => self.d[i] * f32::from(codes[j] as i8),
+                    QKind::Q4_1 => self.d[i] * f32::from(read_nibble(codes, nibble_of(kb, b, j))) + self.m[i],
+                    QKind::Q8_0 => self.d[i] * f32::from(codes[byte_of(kb, b, j)] as i8),
                 };
             }
         }
@@ -221,6 +294,13 @@ impl QMatrix {
     /// `out[t][r] = Σ_c w[r][c] · x[t][c]` for the `x.tokens()` rows of `x`,
     /// with `out` holding `tokens · rows` floats.
     pub fn matmul(&self, x: &QActs, out: &mut [f32]) {
+        self.matmul_on(Isa::best(), x, out)
+    }
+
+    /// [`matmul`](Self::matmul) on the given instructions, which the
+    /// processor must have ([`Isa::available`]).
+    pub fn matmul_on(&self, isa: Isa, x: &QActs, out: &mut [f32]) {
+        assert!(isa.available(), "this processor lacks {isa:?}");
         assert_eq!(x.cols, self.cols, "activations have {} columns, the matrix {}", x.cols, self.cols);
         assert_eq!(out.len(), x.m * self.rows, "output holds {} floats, {} needed", out.len(), x.m * self.rows);
         let threads = rayon::current_num_threads().max(1);
@@ -232,7 +312,7 @@ impl QMatrix {
             let acts = [x.row(0)];
             out.par_chunks_mut(chunk).enumerate().for_each(|(c, out)| {
                 for (i, o) in out.iter_mut().enumerate() {
-                    *o = self.dot_row(c * chunk + i, &acts)[0];
+                    *o = self.dot_row(isa, c * chunk + i, &acts)[0];
                 }
             });
             return;
@@ -245,10 +325,10 @@ impl QMatrix {
             let mut t = 0;
             while t < x.m {
                 t += match x.m - t {
-                    1 => self.token_group::<1>(x, t, c * chunk, part),
-                    2 => self.token_group::<2>(x, t, c * chunk, part),
-                    3 => self.token_group::<3>(x, t, c * chunk, part),
-                    _ => self.token_group::<TOKENS>(x, t, c * chunk, part),
+                    1 => self.token_group::<1>(isa, x, t, c * chunk, part),
+                    2 => self.token_group::<2>(isa, x, t, c * chunk, part),
+                    3 => self.token_group::<3>(isa, x, t, c * chunk, part),
+                    _ => self.token_group::<TOKENS>(isa, x, t, c * chunk, part),
                 };
             }
         });
@@ -262,24 +342,24 @@ impl QMatrix {
     /// Tokens `t .. t + N` against the rows from `r0` that `part` holds
     /// (row-major, `x.m` floats a row); returns `N`.
     #[inline(always)]
-    fn token_group<const N: usize>(&self, x: &QActs, t: usize, r0: usize, part: &mut [f32]) -> usize {
+    fn token_group<const N: usize>(&self, isa: Isa, x: &QActs, t: usize, r0: usize, part: &mut [f32]) -> usize {
         let acts: [ActRow<'_>; N] = std::array::from_fn(|i| x.row(t + i));
         for (i, out) in part.chunks_exact_mut(x.m).enumerate() {
-            out[t..t + N].copy_from_slice(&self.dot_row(r0 + i, &acts));
+            out[t..t + N].copy_from_slice(&self.dot_row(isa, r0 + i, &acts));
         }
         N
     }
 
     /// Weight row `r` against the activation rows `acts`.
     #[inline(always)]
-    fn dot_row<const N: usize>(&self, r: usize, acts: &[ActRow<'_>; N]) -> [f32; N] {
+    fn dot_row<const N: usize>(&self, isa: Isa, r: usize, acts: &[ActRow<'_>; N]) -> [f32; N] {
         let kb = self.cols / BLOCK;
         let cb = self.kind.code_bytes();
         let d = &self.d[r * kb..(r + 1) * kb];
         let codes = &self.codes[r * kb * cb..(r + 1) * kb * cb];
         let mut out = match self.kind {
-            QKind::Q4_1 => simd::q4_1::<N>(d, codes, acts),
-            QKind::Q8_0 => simd::q8_0::<N>(d, codes, acts),
+            QKind::Q4_1 => simd::q4_1::<N>(isa, d, codes, acts),
+            QKind::Q8_0 => simd::q8_0::<N>(isa, d, codes, acts),
         };
         if self.kind == QKind::Q4_1 {
             let m = &self.m[r * kb..(r + 1) * kb];
@@ -305,8 +385,22 @@ impl QMatrix {
     }
 }
 
+/// Element `j` of a block of Q4_1 codes in the plain layout.
 fn nibble(codes: &[u8], j: usize) -> u8 {
     if j < BLOCK / 2 { codes[j] & 0x0F } else { codes[j - BLOCK / 2] >> 4 }
+}
+
+/// A row of 8-bit codes from the plain layout (`blocks` blocks one after
+/// the other) into the grouped one.
+fn lay_out_row<T: Copy>(plain: &[T], row: &mut [T], blocks: usize) {
+    let grouped = blocks / GROUP * GROUP;
+    for b in 0..grouped {
+        for s in 0..BLOCK / 4 {
+            let at = byte_of(blocks, b, 4 * s);
+            row[at..at + 4].copy_from_slice(&plain[b * BLOCK + 4 * s..b * BLOCK + 4 * s + 4]);
+        }
+    }
+    row[grouped * BLOCK..].copy_from_slice(&plain[grouped * BLOCK..]);
 }
 
 /// Scale `max |x| / 127` and the rounded codes of one block.
@@ -340,6 +434,14 @@ struct ActRow<'a> {
     q: &'a [i8],
 }
 
+impl ActRow<'_> {
+    /// The blocks from `first` on, `first` a multiple of [`GROUP`].
+    #[cfg_attr(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")), allow(dead_code))]
+    fn blocks_from(self, first: usize) -> Self {
+        Self { d: &self.d[first..], s: &self.s[first..], q: &self.q[first * BLOCK..] }
+    }
+}
+
 impl QActs {
     pub fn new() -> Self {
         Self::default()
@@ -354,11 +456,16 @@ impl QActs {
         self.d.resize(blocks, 0.0);
         self.s.resize(blocks, 0.0);
         self.q.resize(m * cols, 0);
-        for (b, block) in x.chunks_exact(BLOCK).enumerate() {
-            let (d, q) = quantize_block_i8(block);
-            self.d[b] = d;
-            self.s[b] = d * q.iter().map(|&q| i32::from(q)).sum::<i32>() as f32;
-            self.q[b * BLOCK..(b + 1) * BLOCK].copy_from_slice(&q);
+        let kb = cols / BLOCK;
+        let mut plain = vec![0i8; cols];
+        for (r, (x, row)) in x.chunks_exact(cols).zip(self.q.chunks_exact_mut(cols)).enumerate() {
+            for (b, block) in x.chunks_exact(BLOCK).enumerate() {
+                let (d, q) = quantize_block_i8(block);
+                self.d[r * kb + b] = d;
+                self.s[r * kb + b] = d * q.iter().map(|&q| i32::from(q)).sum::<i32>() as f32;
+                plain[b * BLOCK..(b + 1) * BLOCK].copy_from_slice(&q);
+            }
+            lay_out_row(&plain, row, kb);
         }
     }
 
@@ -379,139 +486,7 @@ impl QActs {
     /// Row `t` as the f32 values its codes stand for.
     pub fn dequantize_row(&self, t: usize) -> Vec<f32> {
         let row = self.row(t);
-        row.q.iter().enumerate().map(|(i, &q)| row.d[i / BLOCK] * f32::from(q)).collect()
-    }
-}
-
-/// The block dot products `Σ_b d_w[b] · d_a[b] · Σ_j q_w q_a` of one
-/// weight row (scales `d`, codes) against `N` activation rows.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
-mod simd {
-    use std::arch::x86_64::*;
-
-    use super::{ActRow, BLOCK};
-
-    /// Sum of the 8 lanes.
-    #[inline(always)]
-    fn hsum(v: __m256) -> f32 {
-        // SAFETY: register-only intrinsics; AVX2 is enabled for this build.
-        unsafe {
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
-        }
-    }
-
-    /// Runs `block` over every block, even ones into one set of accumulators
-    /// and odd ones into another (two dependency chains hide the FMA
-    /// latency), and sums each accumulator's lanes.
-    #[inline(always)]
-    fn two_chains<const N: usize>(blocks: usize, mut block: impl FnMut(usize, &mut [__m256; N])) -> [f32; N] {
-        // SAFETY: register-only intrinsics; AVX2 is enabled for this build.
-        let zero = unsafe { _mm256_setzero_ps() };
-        let (mut even, mut odd) = ([zero; N], [zero; N]);
-        let mut b = 0;
-        while b + 1 < blocks {
-            block(b, &mut even);
-            block(b + 1, &mut odd);
-            b += 2;
-        }
-        if b < blocks {
-            block(b, &mut even);
-        }
-        // SAFETY: as above.
-        std::array::from_fn(|t| hsum(unsafe { _mm256_add_ps(even[t], odd[t]) }))
-    }
-
-    /// The row holds `d.len()` blocks of `code_bytes` each; every activation row as many.
-    fn check<const N: usize>(d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N], code_bytes: usize) {
-        let blocks = d.len();
-        assert!(codes.len() == blocks * code_bytes);
-        for a in acts {
-            assert!(a.d.len() == blocks && a.q.len() == blocks * BLOCK);
-        }
-    }
-
-    /// Q4_1 codes (16 bytes a block).
-    #[inline(always)]
-    pub fn q4_1<const N: usize>(d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
-        check(d, codes, acts, BLOCK / 2);
-        // SAFETY: `check` bounds every load: block `b` reads codes
-        // [16b, 16b + 16) of each row and activation codes [32b, 32b + 32).
-        unsafe {
-            let mask = _mm_set1_epi8(0x0F);
-            let ones = _mm256_set1_epi16(1);
-            let block = |b: usize, acc: &mut [__m256; N]| {
-                let q: [__m256i; N] =
-                    std::array::from_fn(|t| _mm256_loadu_si256(acts[t].q.as_ptr().add(BLOCK * b).cast()));
-                let raw = _mm_loadu_si128(codes.as_ptr().add(16 * b).cast());
-                let lo = _mm_and_si128(raw, mask);
-                let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
-                let w = _mm256_set_m128i(hi, lo);
-                let dw = *d.get_unchecked(b);
-                for t in 0..N {
-                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, q[t]), ones);
-                    let scale = _mm256_set1_ps(dw * *acts[t].d.get_unchecked(b));
-                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[t]);
-                }
-            };
-            two_chains(d.len(), block)
-        }
-    }
-
-    /// Q8_0 codes (32 signed bytes a block).
-    #[inline(always)]
-    pub fn q8_0<const N: usize>(d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
-        check(d, codes, acts, BLOCK);
-        // SAFETY: as in `q4_1`, with 32 code bytes per block.
-        unsafe {
-            let ones = _mm256_set1_epi16(1);
-            let block = |b: usize, acc: &mut [__m256; N]| {
-                let q: [__m256i; N] =
-                    std::array::from_fn(|t| _mm256_loadu_si256(acts[t].q.as_ptr().add(BLOCK * b).cast()));
-                let w = _mm256_loadu_si256(codes.as_ptr().add(BLOCK * b).cast());
-                // |w| as unsigned times a with w's sign: maddubs needs one unsigned side.
-                let wabs = _mm256_sign_epi8(w, w);
-                let dw = *d.get_unchecked(b);
-                for t in 0..N {
-                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(q[t], w)), ones);
-                    let scale = _mm256_set1_ps(dw * *acts[t].d.get_unchecked(b));
-                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[t]);
-                }
-            };
-            two_chains(d.len(), block)
-        }
-    }
-}
-
-/// Portable block dot products for targets without AVX2 and FMA.
-#[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
-mod simd {
-    use super::{ActRow, BLOCK, nibble};
-
-    fn row<const N: usize>(
-        d: &[f32],
-        codes: &[u8],
-        acts: &[ActRow<'_>; N],
-        code: impl Fn(&[u8], usize, usize) -> i32,
-    ) -> [f32; N] {
-        std::array::from_fn(|t| {
-            let a = &acts[t];
-            (0..d.len())
-                .map(|b| {
-                    let q = &a.q[b * BLOCK..(b + 1) * BLOCK];
-                    let dot: i32 = (0..BLOCK).map(|j| code(codes, b, j) * i32::from(q[j])).sum();
-                    d[b] * a.d[b] * dot as f32
-                })
-                .sum()
-        })
-    }
-
-    pub fn q4_1<const N: usize>(d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
-        row(d, codes, acts, |c, b, j| i32::from(nibble(&c[b * BLOCK / 2..(b + 1) * BLOCK / 2], j)))
-    }
-
-    pub fn q8_0<const N: usize>(d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
-        row(d, codes, acts, |c, b, j| i32::from(c[b * BLOCK + j] as i8))
+        let kb = self.cols / BLOCK;
+        (0..self.cols).map(|i| row.d[i / BLOCK] * f32::from(row.q[byte_of(kb, i / BLOCK, i % BLOCK)])).collect()
     }
 }
