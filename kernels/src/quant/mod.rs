@@ -57,7 +57,8 @@ pub const BLOCK: usize = 32;
 /// Blocks stored interleaved, one to a vector lane.
 pub const GROUP: usize = 8;
 
-/// Token rows multiplied together against one unpacked weight group.
+/// Token rows multiplied together against one unpacked weight group
+/// (eight measured slower with VNNI's 32 registers).
 const TOKENS: usize = 4;
 
 /// Where element `j` of block `b` sits among the 8-bit codes of a row of
@@ -317,9 +318,9 @@ impl QMatrix {
             });
             return;
         }
-        // Rows × tokens in a scratch (each chunk owns its rows), then
-        // transposed. Tokens go in groups of four through a chunk's rows,
-        // which stay in cache between groups.
+        // Each chunk of rows fills its own part of a scratch, token by
+        // token, and the parts are then copied into place. Tokens go in
+        // groups through a chunk's rows, which stay in cache between groups.
         let mut scratch = vec![0.0f32; self.rows * x.m];
         scratch.par_chunks_mut(chunk * x.m).enumerate().for_each(|(c, part)| {
             let mut t = 0;
@@ -332,20 +333,24 @@ impl QMatrix {
                 };
             }
         });
-        for (r, row) in scratch.chunks_exact(x.m).enumerate() {
-            for (t, &v) in row.iter().enumerate() {
-                out[t * self.rows + r] = v;
+        out.par_chunks_mut(self.rows).enumerate().for_each(|(t, out)| {
+            for (out, part) in out.chunks_mut(chunk).zip(scratch.chunks(chunk * x.m)) {
+                let n = out.len();
+                out.copy_from_slice(&part[t * n..(t + 1) * n]);
             }
-        }
+        });
     }
 
     /// Tokens `t .. t + N` against the rows from `r0` that `part` holds
-    /// (row-major, `x.m` floats a row); returns `N`.
+    /// (token-major: `part.len() / x.m` rows a token); returns `N`.
     #[inline(always)]
     fn token_group<const N: usize>(&self, isa: Isa, x: &QActs, t: usize, r0: usize, part: &mut [f32]) -> usize {
         let acts: [ActRow<'_>; N] = std::array::from_fn(|i| x.row(t + i));
-        for (i, out) in part.chunks_exact_mut(x.m).enumerate() {
-            out[t..t + N].copy_from_slice(&self.dot_row(isa, r0 + i, &acts));
+        let rows = part.len() / x.m;
+        for i in 0..rows {
+            for (k, v) in self.dot_row(isa, r0 + i, &acts).into_iter().enumerate() {
+                part[(t + k) * rows + i] = v;
+            }
         }
         N
     }

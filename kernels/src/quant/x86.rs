@@ -108,12 +108,12 @@ pub fn q8_0<const N: usize>(isa: Isa, d: &[f32], codes: &[u8], acts: &[ActRow<'_
 /// The grouped part of a Q4_1 row. Each 32 code bytes of a group hold two
 /// steps: the low nibbles step `2u`, the high nibbles step `2u + 1`.
 macro_rules! grouped_q4_1 {
-    ($groups:expr, $d:expr, $codes:expr, $acts:expr, $n:expr, $zero:expr, $step:expr, $widen:expr) => {{
+    ($groups:expr, $d:expr, $codes:expr, $acts:expr, $n:expr, $step:expr, $widen:expr) => {{
         let mask = _mm256_set1_epi8(0x0F);
         let mut acc = [_mm256_setzero_ps(); $n];
         for g in 0..$groups {
             let w = $codes.as_ptr().add(g * GROUP * BLOCK / 2);
-            let mut sum = [$zero; $n];
+            let mut sum = [_mm256_setzero_si256(); $n];
             for u in 0..4 {
                 let raw = _mm256_loadu_si256(w.add(32 * u).cast());
                 let lo = _mm256_and_si256(raw, mask);
@@ -169,7 +169,7 @@ unsafe fn avx2_q4_1<const N: usize>(groups: usize, d: &[f32], codes: &[u8], acts
         let ones = _mm256_set1_epi16(1);
         let step = |sum, w, a| _mm256_add_epi16(sum, _mm256_maddubs_epi16(w, a));
         let widen = |sum| _mm256_madd_epi16(sum, ones);
-        grouped_q4_1!(groups, d, codes, acts, N, _mm256_setzero_si256(), step, widen)
+        grouped_q4_1!(groups, d, codes, acts, N, step, widen)
     }
 }
 
@@ -180,7 +180,7 @@ unsafe fn vnni_q4_1<const N: usize>(groups: usize, d: &[f32], codes: &[u8], acts
     // SAFETY: the caller bounds the reads and has checked the features.
     unsafe {
         let step = |sum, w, a| _mm256_dpbusd_epi32(sum, w, a);
-        grouped_q4_1!(groups, d, codes, acts, N, _mm256_setzero_si256(), step, |sum| sum)
+        grouped_q4_1!(groups, d, codes, acts, N, step, |sum| sum)
     }
 }
 
