@@ -163,39 +163,62 @@ fn prefix_reuse_equals_full_prefill() {
 /// 0.12–0.35 (0.35 on this one); candle's quantized llama max 0.31–0.84,
 /// mean 0.09–0.35 (0.14 on this one). The two trade places from one cut to
 /// the next: see `native_matches_candle`.
+/// Against an f64 numpy forward of the same file (`fixtures/smollm2_logits.py`),
+/// which keeps activations in full precision. Quantizing them to 8 bits
+/// per block is the main difference, and it is chaotic: a change in the
+/// order of summation moves an activation across a rounding boundary now
+/// and then, and that carries through 30 layers. Measured as the mean
+/// |diff| of every 97th logit at each of the prompt's 16 positions (the
+/// logits of each shorter prompt), averaged over the positions: 0.206 with
+/// per-block scaling, 0.210 with scales per group of eight blocks, 0.257
+/// with the Q4_1 minimums folded into the groups too; single positions
+/// ranged 0.06 to 0.66. So: for the whole prompt the reference's top token,
+/// a top-5 overlap of at least 4 and the top-20 logits within 1.0; over
+/// the positions an average below 0.35 and no position above 0.8.
 #[test]
 fn logits_match_numpy_reference() {
     let text = include_str!("fixtures/smollm2_logits.json");
     let v: serde_json::Value = serde_json::from_str(text).unwrap();
+    let floats = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array().unwrap().iter().map(|t| t.as_f64().unwrap() as f32).collect()
+    };
     let ids: Vec<u32> = v["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
     let top_ids: Vec<u32> = v["top_ids"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
-    let top_logits: Vec<f32> = v["top_logits"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap() as f32).collect();
+    let top_logits = floats(&v["top_logits"]);
     let stride = v["stride"].as_u64().unwrap() as usize;
-    let strided: Vec<f32> =
-        v["strided_logits"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap() as f32).collect();
+    let by_position: Vec<Vec<f32>> = v["strided_by_position"].as_array().unwrap().iter().map(floats).collect();
+    assert_eq!(by_position.len(), ids.len());
 
     let m = model();
     assert_eq!(m.tokenizer().encode(REFERENCE_PROMPT).unwrap(), ids, "the fixture's prompt tokenizes the same");
-    let mut session = m.session().unwrap();
-    let logits: Vec<f32> = session.prefill(&ids).unwrap().to_vec1().unwrap();
+    let logits: Vec<f32> = m.session().unwrap().prefill(&ids).unwrap().to_vec1().unwrap();
     let argmax = logits.iter().enumerate().fold(0, |b, (i, &x)| if x > logits[b] { i } else { b });
-    assert_eq!(argmax as u32, top_ids[0], "top token: candle {argmax} vs reference {}", top_ids[0]);
+    assert_eq!(argmax as u32, top_ids[0], "top token: ours {argmax} vs reference {}", top_ids[0]);
     let mut ours: Vec<usize> = (0..logits.len()).collect();
     ours.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
     let overlap = ours[..5].iter().filter(|&&i| top_ids[..5].contains(&(i as u32))).count();
-    assert!(overlap >= 4, "top-5 overlap {overlap}: candle {:?} vs reference {:?}", &ours[..5], &top_ids[..5]);
+    assert!(overlap >= 4, "top-5 overlap {overlap}: ours {:?} vs reference {:?}", &ours[..5], &top_ids[..5]);
     let ours_top: Vec<f32> = top_ids.iter().map(|&i| logits[i as usize]).collect();
     let (i, d) = max_abs_diff(&ours_top, &top_logits);
     assert!(d < 1.0, "top logit {i} (id {}): ours {} vs reference {}", top_ids[i], ours_top[i], top_logits[i]);
-    let ours_strided: Vec<f32> = logits.iter().step_by(stride).copied().collect();
-    let (i, d) = max_abs_diff(&ours_strided, &strided);
-    let mean = ours_strided.iter().zip(&strided).map(|(a, b)| (a - b).abs()).sum::<f32>() / strided.len() as f32;
+
+    let means: Vec<f32> = by_position
+        .iter()
+        .enumerate()
+        .map(|(n, reference)| {
+            let logits: Vec<f32> = m.session().unwrap().prefill(&ids[..=n]).unwrap().to_vec1().unwrap();
+            let ours = logits.iter().step_by(stride);
+            ours.zip(reference).map(|(a, b)| (a - b).abs()).sum::<f32>() / reference.len() as f32
+        })
+        .collect();
+    let average = means.iter().sum::<f32>() / means.len() as f32;
     println!(
-        "max |diff| vs numpy: top-20 {:.3}, every {stride}th {d:.3} (mean {mean:.3})",
-        max_abs_diff(&ours_top, &top_logits).1
+        "vs numpy: top-20 max |diff| {d:.3}; every {stride}th logit, mean |diff| by position {means:.2?}, average {average:.3}"
     );
-    assert!(d < 1.0, "logit {}: ours {} vs reference {}", i * stride, ours_strided[i], strided[i]);
-    assert!(mean < 0.4, "mean |diff| {mean} against the reference");
+    for (n, mean) in means.iter().enumerate() {
+        assert!(*mean < 0.8, "mean |diff| {mean} against the reference after {} tokens", n + 1);
+    }
+    assert!(average < 0.35, "mean |diff| against the reference, averaged over the positions: {average}");
 }
 
 /// The prompt of the reference fixture; `cargo test -p tete-engine --test llm -- --ignored --nocapture`
@@ -335,10 +358,11 @@ fn qwen_answers_through_its_template() {
 /// 0.21, 0.14 candle). A change of summation order inside the native
 /// products alone moves single cuts by as much: native against candle was
 /// 0.10, 0.11, 0.15, 0.14, 0.12, 0.21 with per-block scaling and 0.19,
-/// 0.09, 0.10, 0.14, 0.15, 0.42 with per-group scaling. So over those
-/// cuts: a mean |diff| below 0.5 for each and below 0.25 on average
-/// (0.14 and 0.18 measured), and for the whole prompt the same top token
-/// and a top-5 overlap of at least 4.
+/// 0.09, 0.10, 0.14, 0.15, 0.42 with per-group scaling (average 0.18;
+/// 0.19 with the Q4_1 minimums folded into the groups). So over those
+/// cuts: a mean |diff| below 0.5 for each and below 0.25 on average, and
+/// for the whole prompt the same top token and a top-5 overlap of at
+/// least 4.
 #[test]
 fn native_matches_candle() {
     let candle = LlmModel::load_with(&path(), &Device::Cpu, LlmBackend::Candle).unwrap();

@@ -4,7 +4,7 @@
 //! counts; row counts that split unevenly between threads), plus what
 //! quantization itself costs against unquantized f32 math.
 
-use tete_kernels::quant::{BLOCK, Isa, QActs, QKind, QMatrix, nibble_of};
+use tete_kernels::quant::{BLOCK, Isa, QActs, QKind, QMatrix, f16, nibble_of};
 use tete_kernels::testdata::uniform as noise;
 
 /// The kernels sum integer block products exactly and scale them in f32;
@@ -81,10 +81,11 @@ fn extreme_codes_do_not_overflow() {
         for pattern in [0, 3] {
             let codes: Vec<i8> =
                 (0..rows * cols).map(|i| if pattern > 0 && i % pattern == 0 { -128 } else { 127 }).collect();
-            let w = QMatrix::q8_0(rows, cols, vec![0.5; blocks], codes).unwrap();
+            let w = QMatrix::q8_0(rows, cols, vec![f16::from_f32(0.5); blocks], codes).unwrap();
             check(&w, &x, 1, &format!("Q8_0 extremes (pattern {pattern}), activations {what}"));
         }
-        let w = QMatrix::q4_1(rows, cols, vec![1.0; blocks], vec![-3.0; blocks], vec![0xFF; rows * cols / 2]).unwrap();
+        let (d, m) = (vec![f16::ONE; blocks], vec![f16::from_f32(-3.0); blocks]);
+        let w = QMatrix::q4_1(rows, cols, d, m, vec![0xFF; rows * cols / 2]).unwrap();
         check(&w, &x, 1, &format!("Q4_1 extremes, activations {what}"));
     }
 }
@@ -96,8 +97,8 @@ fn matrices_read_back_what_the_file_layout_gave() {
     for cols in [19 * BLOCK, BLOCK] {
         let rows = 3;
         let blocks = rows * cols / BLOCK;
-        let d: Vec<f32> = (0..blocks).map(|b| 0.01 * (b + 1) as f32).collect();
-        let m: Vec<f32> = (0..blocks).map(|b| -(b as f32)).collect();
+        let d: Vec<f16> = (0..blocks).map(|b| f16::from_f32(0.01 * (b + 1) as f32)).collect();
+        let m: Vec<f16> = (0..blocks).map(|b| f16::from_f32(-(b as f32))).collect();
         let packed: Vec<u8> = (0..rows * cols / 2).map(|i| (i * 7 + i / 5) as u8).collect();
         let w = QMatrix::q4_1(rows, cols, d.clone(), m.clone(), packed.clone()).unwrap();
         let signed: Vec<i8> = (0..rows * cols).map(|i| (i * 13 + i / 3) as u8 as i8).collect();
@@ -111,8 +112,9 @@ fn matrices_read_back_what_the_file_layout_gave() {
                 let j = c % BLOCK;
                 let byte = packed[b * BLOCK / 2 + j % (BLOCK / 2)];
                 let code = if j < BLOCK / 2 { byte & 0x0F } else { byte >> 4 };
-                assert_eq!(row[c], d[b] * f32::from(code) + m[b], "Q4_1 {cols} columns, row {r} column {c}");
-                assert_eq!(row8[c], d[b] * f32::from(signed[r * cols + c]), "Q8_0 {cols} columns, row {r} column {c}");
+                let (d, m) = (d[b].to_f32(), m[b].to_f32());
+                assert_eq!(row[c], d * f32::from(code) + m, "Q4_1 {cols} columns, row {r} column {c}");
+                assert_eq!(row8[c], d * f32::from(signed[r * cols + c]), "Q8_0 {cols} columns, row {r} column {c}");
             }
         }
     }
@@ -180,8 +182,8 @@ fn stacking_and_requantizing_keep_the_values() {
 fn bad_shapes_are_refused() {
     assert!(QMatrix::quantize_q8_0(2, 30, &[0.0; 60]).is_err(), "columns not a multiple of 32");
     assert!(QMatrix::quantize_q8_0(2, 32, &[0.0; 63]).is_err(), "too few values");
-    assert!(QMatrix::q4_1(1, 32, vec![1.0], vec![], vec![0; 16]).is_err(), "minimums missing");
-    assert!(QMatrix::q8_0(1, 32, vec![1.0], vec![0; 31]).is_err(), "codes missing");
+    assert!(QMatrix::q4_1(1, 32, vec![f16::ONE], vec![], vec![0; 16]).is_err(), "minimums missing");
+    assert!(QMatrix::q8_0(1, 32, vec![f16::ONE], vec![0; 31]).is_err(), "codes missing");
     let a = QMatrix::quantize_q8_0(1, 32, &[0.0; 32]).unwrap();
     let b = QMatrix::quantize_q8_0(1, 64, &[0.0; 64]).unwrap();
     assert!(QMatrix::concat_rows(&[a, b]).is_err(), "different column counts");

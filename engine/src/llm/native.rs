@@ -535,7 +535,7 @@ impl Cache {
 fn matrix(t: &QTensor, name: &str) -> Result<QMatrix, LlmError> {
     let (rows, cols) = t.shape().dims2().map_err(|e| LlmError::Gguf(format!("{name}: {e}")))?;
     let data = t.data().map_err(|e| LlmError::Gguf(format!("{name}: {e}")))?;
-    let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+    let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]);
     let result = match t.dtype() {
         GgmlDType::Q4_1 => {
             let blocks = data.chunks_exact(4 + BLOCK / 2);

@@ -3,9 +3,8 @@
 //! Weights are kept in two block formats of 32 values, as GGUF files carry
 //! them: Q4_1 (a scale `d` and minimum `m` per block, 4-bit codes,
 //! `w = d·q + m`) and Q8_0 (a scale per block, signed 8-bit codes,
-//! `w = d·q`). Scales are stored as f32 in their own arrays, so the inner
-//! loop reads codes only and the Q4_1 minimum term becomes one short dot
-//! product per row. Activations are quantized per 32-block to signed 8-bit
+//! `w = d·q`). Scales are f16, as in the file, in their own arrays, so the
+//! inner loop reads codes only and eight blocks' scales are one load. Activations are quantized per 32-block to signed 8-bit
 //! ([`QActs`]: scale `d`, codes, and `s = d·Σq` for the minimum term), as
 //! llama.cpp does, so a block's product is an integer dot product of 32
 //! pairs: `dw·da·Σ qw·qa (+ mw·sa)`.
@@ -35,6 +34,9 @@
 #![allow(unsafe_code)]
 
 use rayon::prelude::*;
+
+/// Scales are stored as this (the `half` crate's f16).
+pub use half::f16;
 
 use crate::KernelError;
 
@@ -113,9 +115,9 @@ pub struct QMatrix {
     rows: usize,
     cols: usize,
     /// Per block: the scale, `rows · cols / 32` of them.
-    d: Vec<f32>,
+    d: Vec<f16>,
     /// Per block: the minimum (Q4_1 only, else empty).
-    m: Vec<f32>,
+    m: Vec<f16>,
     /// Codes: Q4_1 packs element `j` of a block in the low nibble of byte
     /// `j` and element `j + 16` in its high nibble; Q8_0 holds one `i8` per byte.
     codes: Vec<u8>,
@@ -123,7 +125,7 @@ pub struct QMatrix {
 
 impl QMatrix {
     /// A Q4_1 matrix from its scales, minimums and packed codes.
-    pub fn q4_1(rows: usize, cols: usize, d: Vec<f32>, m: Vec<f32>, codes: Vec<u8>) -> Result<Self, KernelError> {
+    pub fn q4_1(rows: usize, cols: usize, d: Vec<f16>, m: Vec<f16>, codes: Vec<u8>) -> Result<Self, KernelError> {
         let blocks = Self::blocks_of(rows, cols)?;
         if d.len() != blocks || m.len() != blocks || codes.len() != blocks * BLOCK / 2 {
             return Err(KernelError::BadMatrix(format!(
@@ -149,7 +151,7 @@ impl QMatrix {
     }
 
     /// A Q8_0 matrix from its scales and codes.
-    pub fn q8_0(rows: usize, cols: usize, d: Vec<f32>, codes: Vec<i8>) -> Result<Self, KernelError> {
+    pub fn q8_0(rows: usize, cols: usize, d: Vec<f16>, codes: Vec<i8>) -> Result<Self, KernelError> {
         let blocks = Self::blocks_of(rows, cols)?;
         if d.len() != blocks || codes.len() != blocks * BLOCK {
             return Err(KernelError::BadMatrix(format!(
@@ -168,15 +170,18 @@ impl QMatrix {
         Ok(Self { kind: QKind::Q8_0, rows, cols, d, m: Vec::new(), codes: laid })
     }
 
-    /// Quantizes row-major f32 `values` to Q8_0 (scale = max |w| / 127 per block).
+    /// Quantizes row-major f32 `values` to Q8_0 (scale = max |w| / 127 per
+    /// block, rounded to f16; the codes are rounded against that scale).
     pub fn quantize_q8_0(rows: usize, cols: usize, values: &[f32]) -> Result<Self, KernelError> {
         Self::check_values(rows, cols, values)?;
         let mut d = Vec::with_capacity(values.len() / BLOCK);
         let mut codes = Vec::with_capacity(values.len());
         for block in values.chunks_exact(BLOCK) {
-            let (scale, q) = quantize_block_i8(block);
+            let amax = block.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
+            let scale = f16::from_f32(amax / 127.0);
+            let inv = if scale.to_f32() > 0.0 { 1.0 / scale.to_f32() } else { 0.0 };
+            codes.extend(block.iter().map(|&x| (x * inv).round().clamp(-127.0, 127.0) as i8));
             d.push(scale);
-            codes.extend_from_slice(&q);
         }
         Self::q8_0(rows, cols, d, codes)
     }
@@ -187,11 +192,11 @@ impl QMatrix {
         let blocks = values.len() / BLOCK;
         let (mut d, mut m, mut codes) = (Vec::with_capacity(blocks), Vec::with_capacity(blocks), Vec::new());
         for block in values.chunks_exact(BLOCK) {
-            let lo = block.iter().copied().fold(f32::INFINITY, f32::min);
+            let lo = f16::from_f32(block.iter().copied().fold(f32::INFINITY, f32::min));
             let hi = block.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let scale = (hi - lo) / 15.0;
-            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            let q = |x: f32| ((x - lo) * inv).round().clamp(0.0, 15.0) as u8;
+            let scale = f16::from_f32((hi - lo.to_f32()) / 15.0);
+            let inv = if scale.to_f32() > 0.0 { 1.0 / scale.to_f32() } else { 0.0 };
+            let q = |x: f32| ((x - lo.to_f32()) * inv).round().clamp(0.0, 15.0) as u8;
             codes.extend((0..BLOCK / 2).map(|j| q(block[j]) | (q(block[j + BLOCK / 2]) << 4)));
             d.push(scale);
             m.push(lo);
@@ -271,9 +276,9 @@ impl QMatrix {
         self.cols
     }
 
-    /// Bytes the weights occupy (codes and f32 scales).
+    /// Bytes the weights occupy (codes and f16 scales).
     pub fn bytes(&self) -> usize {
-        self.codes.len() + 4 * (self.d.len() + self.m.len())
+        self.codes.len() + 2 * (self.d.len() + self.m.len())
     }
 
     /// Row `r` as f32 into `out` (`cols` long).
@@ -285,8 +290,10 @@ impl QMatrix {
             let i = r * kb + b;
             for (j, o) in out.iter_mut().enumerate() {
                 *o = match self.kind {
-                    QKind::Q4_1 => self.d[i] * f32::from(read_nibble(codes, nibble_of(kb, b, j))) + self.m[i],
-                    QKind::Q8_0 => self.d[i] * f32::from(codes[byte_of(kb, b, j)] as i8),
+                    QKind::Q4_1 => {
+                        self.d[i].to_f32() * f32::from(read_nibble(codes, nibble_of(kb, b, j))) + self.m[i].to_f32()
+                    }
+                    QKind::Q8_0 => self.d[i].to_f32() * f32::from(codes[byte_of(kb, b, j)] as i8),
                 };
             }
         }
@@ -362,17 +369,10 @@ impl QMatrix {
         let cb = self.kind.code_bytes();
         let d = &self.d[r * kb..(r + 1) * kb];
         let codes = &self.codes[r * kb * cb..(r + 1) * kb * cb];
-        let mut out = match self.kind {
-            QKind::Q4_1 => simd::q4_1::<N>(isa, d, codes, acts),
+        match self.kind {
+            QKind::Q4_1 => simd::q4_1::<N>(isa, d, &self.m[r * kb..(r + 1) * kb], codes, acts),
             QKind::Q8_0 => simd::q8_0::<N>(isa, d, codes, acts),
-        };
-        if self.kind == QKind::Q4_1 {
-            let m = &self.m[r * kb..(r + 1) * kb];
-            for (o, a) in out.iter_mut().zip(acts) {
-                *o += crate::vecmath::dot(m, a.s);
-            }
         }
-        out
     }
 
     /// The reference for [`matmul`](Self::matmul): the dequantized weights

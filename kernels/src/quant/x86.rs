@@ -13,9 +13,13 @@
 //! 2·15·127 = 3810 in 16 bits, so the AVX2 path adds a group's eight steps
 //! in 16 bits (≤ 30 480) before widening them once; Q8_0 pairs reach
 //! 2·128·127 = 32 512 and are widened every step. VNNI's `vpdpbusd`
-//! multiplies and adds four byte pairs straight into 32 bits.
+//! multiplies and adds four byte pairs straight into 32 bits. A group's
+//! eight f16 scales (and Q4_1 minimums) are one load and one `vcvtph2ps`;
+//! the minimum term `Σ_b m[b] · s_a[b]` is one more multiply-add a group.
 
 use std::arch::x86_64::*;
+
+use half::f16;
 
 use super::{ActRow, BLOCK, GROUP};
 
@@ -65,7 +69,7 @@ fn hsum(v: __m256) -> f32 {
 
 /// Every block of the row is in reach: `d.len()` blocks of `code_bytes`
 /// each, and as many in every activation row.
-fn check<const N: usize>(d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N], code_bytes: usize) {
+fn check<const N: usize>(d: &[f16], codes: &[u8], acts: &[ActRow<'_>; N], code_bytes: usize) {
     let blocks = d.len();
     assert!(codes.len() == blocks * code_bytes);
     for a in acts {
@@ -73,25 +77,30 @@ fn check<const N: usize>(d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N], code_b
     }
 }
 
-/// One weight row against `N` activation rows: `Σ_b d_w[b] · d_a[b] · Σ_j q_w q_a`.
+/// One Q4_1 weight row (scales `d`, minimums `m`) against `N` activation
+/// rows: `Σ_b d_w[b] · d_a[b] · Σ_j q_w q_a + m[b] · s_a[b]`.
 #[inline(always)]
-pub fn q4_1<const N: usize>(isa: Isa, d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
+pub fn q4_1<const N: usize>(isa: Isa, d: &[f16], m: &[f16], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
     check(d, codes, acts, BLOCK / 2);
+    assert!(m.len() == d.len());
     let groups = d.len() / GROUP;
     let grouped = match isa {
         // SAFETY: `check` bounds the groups' reads; the processor has VNNI.
-        Isa::Vnni => unsafe { vnni_q4_1::<N>(groups, d, codes, acts) },
-        // SAFETY: as above; AVX2 and FMA are enabled for this build.
-        Isa::Avx2 => unsafe { avx2_q4_1::<N>(groups, d, codes, acts) },
+        Isa::Vnni => unsafe { vnni_q4_1::<N>(groups, d, m, codes, acts) },
+        // SAFETY: as above; AVX2, FMA and F16C are enabled for this build.
+        Isa::Avx2 => unsafe { avx2_q4_1::<N>(groups, d, m, codes, acts) },
     };
     let first = groups * GROUP;
     let tail = blocks_q4_1(&d[first..], &codes[first * BLOCK / 2..], &acts.map(|a| a.blocks_from(first)));
-    std::array::from_fn(|t| grouped[t] + tail[t])
+    std::array::from_fn(|t| {
+        let minimums: f32 = m[first..].iter().zip(&acts[t].s[first..]).map(|(m, s)| m.to_f32() * s).sum();
+        grouped[t] + tail[t] + minimums
+    })
 }
 
 /// As [`q4_1`], for Q8_0 codes.
 #[inline(always)]
-pub fn q8_0<const N: usize>(isa: Isa, d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
+pub fn q8_0<const N: usize>(isa: Isa, d: &[f16], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
     check(d, codes, acts, BLOCK);
     let groups = d.len() / GROUP;
     let grouped = match isa {
@@ -105,10 +114,17 @@ pub fn q8_0<const N: usize>(isa: Isa, d: &[f32], codes: &[u8], acts: &[ActRow<'_
     std::array::from_fn(|t| grouped[t] + tail[t])
 }
 
+/// Eight f16 values from `p` as f32.
+macro_rules! load_f16x8 {
+    ($p:expr) => {
+        _mm256_cvtph_ps(_mm_loadu_si128($p.cast()))
+    };
+}
+
 /// The grouped part of a Q4_1 row. Each 32 code bytes of a group hold two
 /// steps: the low nibbles step `2u`, the high nibbles step `2u + 1`.
 macro_rules! grouped_q4_1 {
-    ($groups:expr, $d:expr, $codes:expr, $acts:expr, $n:expr, $step:expr, $widen:expr) => {{
+    ($groups:expr, $d:expr, $m:expr, $codes:expr, $acts:expr, $n:expr, $step:expr, $widen:expr) => {{
         let mask = _mm256_set1_epi8(0x0F);
         let mut acc = [_mm256_setzero_ps(); $n];
         for g in 0..$groups {
@@ -124,10 +140,12 @@ macro_rules! grouped_q4_1 {
                     sum[t] = $step(sum[t], hi, _mm256_loadu_si256(a.add(32).cast()));
                 }
             }
-            let dw = _mm256_loadu_ps($d.as_ptr().add(g * GROUP));
+            let dw = load_f16x8!($d.as_ptr().add(g * GROUP));
+            let mw = load_f16x8!($m.as_ptr().add(g * GROUP));
             for t in 0..$n {
                 let scale = _mm256_mul_ps(dw, _mm256_loadu_ps($acts[t].d.as_ptr().add(g * GROUP)));
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps($widen(sum[t])), scale, acc[t]);
+                acc[t] = _mm256_fmadd_ps(mw, _mm256_loadu_ps($acts[t].s.as_ptr().add(g * GROUP)), acc[t]);
             }
         }
         std::array::from_fn(|t| hsum(acc[t]))
@@ -150,7 +168,7 @@ macro_rules! grouped_q8_0 {
                     sum[t] = $step(sum[t], wabs, _mm256_sign_epi8(a, w));
                 }
             }
-            let dw = _mm256_loadu_ps($d.as_ptr().add(g * GROUP));
+            let dw = load_f16x8!($d.as_ptr().add(g * GROUP));
             for t in 0..$n {
                 let scale = _mm256_mul_ps(dw, _mm256_loadu_ps($acts[t].d.as_ptr().add(g * GROUP)));
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[t]), scale, acc[t]);
@@ -163,31 +181,43 @@ macro_rules! grouped_q8_0 {
 /// # Safety
 /// The row and every activation row hold at least `groups` whole groups.
 #[inline(always)]
-unsafe fn avx2_q4_1<const N: usize>(groups: usize, d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
+unsafe fn avx2_q4_1<const N: usize>(
+    groups: usize,
+    d: &[f16],
+    m: &[f16],
+    codes: &[u8],
+    acts: &[ActRow<'_>; N],
+) -> [f32; N] {
     // SAFETY: the caller bounds the reads; AVX2 is enabled for this build.
     unsafe {
         let ones = _mm256_set1_epi16(1);
         let step = |sum, w, a| _mm256_add_epi16(sum, _mm256_maddubs_epi16(w, a));
         let widen = |sum| _mm256_madd_epi16(sum, ones);
-        grouped_q4_1!(groups, d, codes, acts, N, step, widen)
+        grouped_q4_1!(groups, d, m, codes, acts, N, step, widen)
     }
 }
 
 /// # Safety
 /// As [`avx2_q4_1`], and the processor has AVX-512 VNNI and VL.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn vnni_q4_1<const N: usize>(groups: usize, d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
+unsafe fn vnni_q4_1<const N: usize>(
+    groups: usize,
+    d: &[f16],
+    m: &[f16],
+    codes: &[u8],
+    acts: &[ActRow<'_>; N],
+) -> [f32; N] {
     // SAFETY: the caller bounds the reads and has checked the features.
     unsafe {
         let step = |sum, w, a| _mm256_dpbusd_epi32(sum, w, a);
-        grouped_q4_1!(groups, d, codes, acts, N, step, |sum| sum)
+        grouped_q4_1!(groups, d, m, codes, acts, N, step, |sum| sum)
     }
 }
 
 /// # Safety
 /// As [`avx2_q4_1`].
 #[inline(always)]
-unsafe fn avx2_q8_0<const N: usize>(groups: usize, d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
+unsafe fn avx2_q8_0<const N: usize>(groups: usize, d: &[f16], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
     // SAFETY: as in `avx2_q4_1`.
     unsafe {
         let ones = _mm256_set1_epi16(1);
@@ -199,7 +229,7 @@ unsafe fn avx2_q8_0<const N: usize>(groups: usize, d: &[f32], codes: &[u8], acts
 /// # Safety
 /// As [`vnni_q4_1`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn vnni_q8_0<const N: usize>(groups: usize, d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
+unsafe fn vnni_q8_0<const N: usize>(groups: usize, d: &[f16], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
     // SAFETY: as in `vnni_q4_1`.
     unsafe {
         let step = |sum, w, a| _mm256_dpbusd_epi32(sum, w, a);
@@ -230,7 +260,7 @@ fn two_chains<const N: usize>(blocks: usize, mut block: impl FnMut(usize, &mut [
 
 /// Blocks in the plain Q4_1 layout (16 bytes a block), one at a time.
 #[inline(always)]
-fn blocks_q4_1<const N: usize>(d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
+fn blocks_q4_1<const N: usize>(d: &[f16], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
     check(d, codes, acts, BLOCK / 2);
     // SAFETY: `check` bounds every load: block `b` reads codes
     // [16b, 16b + 16) of each row and activation codes [32b, 32b + 32).
@@ -243,7 +273,7 @@ fn blocks_q4_1<const N: usize>(d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N]) 
             let lo = _mm_and_si128(raw, mask);
             let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
             let w = _mm256_set_m128i(hi, lo);
-            let dw = *d.get_unchecked(b);
+            let dw = d.get_unchecked(b).to_f32();
             for t in 0..N {
                 let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, q[t]), ones);
                 let scale = _mm256_set1_ps(dw * *acts[t].d.get_unchecked(b));
@@ -256,7 +286,7 @@ fn blocks_q4_1<const N: usize>(d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N]) 
 
 /// Blocks in the plain Q8_0 layout (32 signed bytes a block), one at a time.
 #[inline(always)]
-fn blocks_q8_0<const N: usize>(d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
+fn blocks_q8_0<const N: usize>(d: &[f16], codes: &[u8], acts: &[ActRow<'_>; N]) -> [f32; N] {
     check(d, codes, acts, BLOCK);
     // SAFETY: as in `blocks_q4_1`, with 32 code bytes per block.
     unsafe {
@@ -266,7 +296,7 @@ fn blocks_q8_0<const N: usize>(d: &[f32], codes: &[u8], acts: &[ActRow<'_>; N]) 
             let w = _mm256_loadu_si256(codes.as_ptr().add(BLOCK * b).cast());
             // |w| as unsigned times a with w's sign: maddubs needs one unsigned side.
             let wabs = _mm256_sign_epi8(w, w);
-            let dw = *d.get_unchecked(b);
+            let dw = d.get_unchecked(b).to_f32();
             for t in 0..N {
                 let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(q[t], w)), ones);
                 let scale = _mm256_set1_ps(dw * *acts[t].d.get_unchecked(b));
