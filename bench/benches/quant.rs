@@ -68,6 +68,19 @@ fn main() {
         );
     }
 
+    // Quantizing the activations before each product: a 77-token prefill's
+    // four products of a layer, and one decode step's.
+    for m in [1usize, 77] {
+        let x: Vec<Vec<f32>> = [576usize, 576, 576, 1536].iter().map(|&c| noise(m * c, 4)).collect();
+        let mut acts = QActs::new();
+        let t = best(if full { 50 } else { 2 }, || {
+            for x in &x {
+                acts.quantize(x, m, x.len() / m);
+            }
+        });
+        println!("quantizing a layer's activations, {m} tokens: {:.1} µs", t.as_secs_f64() * 1e6);
+    }
+
     // A decoder layer's products (Q, K and V stacked; gate and up stacked),
     // repeated over enough layers that the weights do not stay in cache.
     let layers = if full { 30 } else { 2 };

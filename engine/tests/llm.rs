@@ -171,8 +171,8 @@ fn prefix_reuse_equals_full_prefill() {
 /// |diff| of every 97th logit at each of the prompt's 16 positions (the
 /// logits of each shorter prompt), averaged over the positions: 0.206 with
 /// per-block scaling, 0.210 with scales per group of eight blocks, 0.257
-/// with the Q4_1 minimums folded into the groups too; single positions
-/// ranged 0.06 to 0.66. So: for the whole prompt the reference's top token,
+/// with the Q4_1 minimums folded into the groups too, 0.209 with
+/// activations rounded ties-to-even; single positions ranged 0.06 to 0.66. So: for the whole prompt the reference's top token,
 /// a top-5 overlap of at least 4 and the top-20 logits within 1.0; over
 /// the positions an average below 0.35 and no position above 0.8.
 #[test]

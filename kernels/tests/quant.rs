@@ -189,3 +189,29 @@ fn bad_shapes_are_refused() {
     assert!(QMatrix::concat_rows(&[a, b]).is_err(), "different column counts");
     assert!(QMatrix::concat_rows(&[]).is_err());
 }
+
+#[test]
+fn activations_round_to_the_nearest_code() {
+    // Random rows, a zero block, a block of exact half steps (ties go to
+    // the even code) and one whose largest value is negative.
+    let cols = 4 * BLOCK;
+    let mut x = noise(3 * cols, 21);
+    x[..BLOCK].fill(0.0);
+    for (i, v) in x[BLOCK..2 * BLOCK].iter_mut().enumerate() {
+        *v = if i == 0 { 127.0 } else { (i as f32 - 16.0) + 0.5 };
+    }
+    x[2 * BLOCK] = -5.0;
+    let mut acts = QActs::new();
+    acts.quantize(&x, 3, cols);
+    for t in 0..3 {
+        let got = acts.dequantize_row(t);
+        for (b, block) in x[t * cols..(t + 1) * cols].chunks_exact(BLOCK).enumerate() {
+            let d = block.iter().fold(0.0f32, |a, &v| a.max(v.abs())) / 127.0;
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            for (j, &v) in block.iter().enumerate() {
+                let want = d * (v * inv).round_ties_even().clamp(-127.0, 127.0);
+                assert_eq!(got[b * BLOCK + j], want, "row {t} block {b} element {j}: {v}");
+            }
+        }
+    }
+}

@@ -398,29 +398,28 @@ fn nibble(codes: &[u8], j: usize) -> u8 {
 /// A row of 8-bit codes from the plain layout (`blocks` blocks one after
 /// the other) into the grouped one.
 fn lay_out_row<T: Copy>(plain: &[T], row: &mut [T], blocks: usize) {
-    let grouped = blocks / GROUP * GROUP;
-    for b in 0..grouped {
-        for s in 0..BLOCK / 4 {
+    for (b, block) in plain.chunks_exact(BLOCK).enumerate() {
+        put_block(row, blocks, b, block);
+    }
+}
+
+/// Block `b`'s 32 codes, in plain order, to their places in a row of `blocks` blocks.
+fn put_block<T: Copy>(row: &mut [T], blocks: usize, b: usize, codes: &[T]) {
+    if b < blocks / GROUP * GROUP {
+        for (s, step) in codes.chunks_exact(4).enumerate() {
             let at = byte_of(blocks, b, 4 * s);
-            row[at..at + 4].copy_from_slice(&plain[b * BLOCK + 4 * s..b * BLOCK + 4 * s + 4]);
+            row[at..at + 4].copy_from_slice(step);
         }
+    } else {
+        row[b * BLOCK..(b + 1) * BLOCK].copy_from_slice(codes);
     }
-    row[grouped * BLOCK..].copy_from_slice(&plain[grouped * BLOCK..]);
 }
 
-/// Scale `max |x| / 127` and the rounded codes of one block.
-fn quantize_block_i8(block: &[f32]) -> (f32, [i8; BLOCK]) {
-    let amax = block.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
-    let d = amax / 127.0;
-    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-    let mut q = [0i8; BLOCK];
-    for (q, &x) in q.iter_mut().zip(block) {
-        *q = (x * inv).round().clamp(-127.0, 127.0) as i8;
-    }
-    (d, q)
-}
+/// Activation floats below which [`QActs::quantize`] stays on one thread.
+const PARALLEL_QUANTIZE: usize = 1 << 13;
 
-/// Activation rows quantized to signed 8-bit per 32-block, reused between calls.
+/// Activation rows quantized to signed 8-bit per 32-block (scale
+/// `max |x| / 127`, rounded to nearest, ties to even), reused between calls.
 #[derive(Debug, Default, Clone)]
 pub struct QActs {
     m: usize,
@@ -462,15 +461,20 @@ impl QActs {
         self.s.resize(blocks, 0.0);
         self.q.resize(m * cols, 0);
         let kb = cols / BLOCK;
-        let mut plain = vec![0i8; cols];
-        for (r, (x, row)) in x.chunks_exact(cols).zip(self.q.chunks_exact_mut(cols)).enumerate() {
+        let row = |(((x, q), d), s): (((&[f32], &mut [i8]), &mut [f32]), &mut [f32])| {
             for (b, block) in x.chunks_exact(BLOCK).enumerate() {
-                let (d, q) = quantize_block_i8(block);
-                self.d[r * kb + b] = d;
-                self.s[r * kb + b] = d * q.iter().map(|&q| i32::from(q)).sum::<i32>() as f32;
-                plain[b * BLOCK..(b + 1) * BLOCK].copy_from_slice(&q);
+                let (scale, sum, codes) = simd::quantize_block(block.try_into().expect("a block"));
+                d[b] = scale;
+                s[b] = scale * sum as f32;
+                put_block(q, kb, b, &codes);
             }
-            lay_out_row(&plain, row, kb);
+        };
+        if x.len() < PARALLEL_QUANTIZE {
+            let rows = x.chunks_exact(cols).zip(self.q.chunks_exact_mut(cols));
+            rows.zip(self.d.chunks_exact_mut(kb)).zip(self.s.chunks_exact_mut(kb)).for_each(row);
+        } else {
+            let rows = x.par_chunks_exact(cols).zip(self.q.par_chunks_exact_mut(cols));
+            rows.zip(self.d.par_chunks_exact_mut(kb)).zip(self.s.par_chunks_exact_mut(kb)).for_each(row);
         }
     }
 

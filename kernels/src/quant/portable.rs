@@ -26,6 +26,16 @@ impl Isa {
     }
 }
 
+/// One block of activations: the scale `max |x| / 127`, the codes
+/// `x / scale` rounded to nearest (ties to even), and their sum.
+pub fn quantize_block(x: &[f32; BLOCK]) -> (f32, i32, [i8; BLOCK]) {
+    let amax = x.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
+    let d = amax / 127.0;
+    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let q: [i8; BLOCK] = std::array::from_fn(|i| (x[i] * inv).round_ties_even().clamp(-127.0, 127.0) as i8);
+    (d, q.iter().map(|&q| i32::from(q)).sum(), q)
+}
+
 fn row<const N: usize>(d: &[f16], acts: &[ActRow<'_>; N], code: impl Fn(usize, usize) -> i32) -> [f32; N] {
     let blocks = d.len();
     std::array::from_fn(|t| {

@@ -56,6 +56,40 @@ impl Isa {
     }
 }
 
+/// One block of activations: the scale `max |x| / 127`, the codes
+/// `x / scale` rounded to nearest (ties to even), and their sum.
+#[inline]
+pub fn quantize_block(x: &[f32; BLOCK]) -> (f32, i32, [i8; BLOCK]) {
+    // SAFETY: `x` holds the 32 floats the four loads read; the rest are
+    // register-only intrinsics, and AVX2 is enabled for this build.
+    unsafe {
+        let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(x.as_ptr().add(8 * i)));
+        let sign = _mm256_set1_ps(-0.0);
+        let abs = |v| _mm256_andnot_ps(sign, v);
+        let m = _mm256_max_ps(_mm256_max_ps(abs(v[0]), abs(v[1])), _mm256_max_ps(abs(v[2]), abs(v[3])));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+        let d = amax / 127.0;
+        let inv = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+        // Rounds to nearest even (MXCSR's default); |x · inv| <= 127 up to rounding.
+        let q: [__m256i; 4] = std::array::from_fn(|i| _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv)));
+        let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        let sum = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        let sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0b01_00_11_10));
+        let sum = _mm_cvtsi128_si32(_mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0b10_11_00_01)));
+        // Packing works within 128-bit lanes: 0-3 8-11 4-7 12-15 for the
+        // 16-bit halves, then a dword permute puts the bytes in order.
+        let lo = _mm256_packs_epi32(q[0], q[1]);
+        let hi = _mm256_packs_epi32(q[2], q[3]);
+        let bytes = _mm256_packs_epi16(lo, hi);
+        let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        let mut out = [0i8; BLOCK];
+        _mm256_storeu_si256(out.as_mut_ptr().cast(), bytes);
+        (d, sum, out)
+    }
+}
+
 /// Sum of the 8 lanes.
 #[inline(always)]
 fn hsum(v: __m256) -> f32 {
