@@ -415,6 +415,17 @@ fn put_block<T: Copy>(row: &mut [T], blocks: usize, b: usize, codes: &[T]) {
     }
 }
 
+/// One row of `kb` blocks of activations into codes `q` (grouped layout),
+/// scales `d` and the scaled code sums `s`.
+fn quantize_row(kb: usize, x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    for (b, block) in x.chunks_exact(BLOCK).enumerate() {
+        let (scale, sum, codes) = simd::quantize_block(block.try_into().expect("a block"));
+        d[b] = scale;
+        s[b] = scale * sum as f32;
+        put_block(q, kb, b, &codes);
+    }
+}
+
 /// Activation floats below which [`QActs::quantize`] stays on one thread.
 const PARALLEL_QUANTIZE: usize = 1 << 13;
 
@@ -461,14 +472,7 @@ impl QActs {
         self.s.resize(blocks, 0.0);
         self.q.resize(m * cols, 0);
         let kb = cols / BLOCK;
-        let row = |(((x, q), d), s): (((&[f32], &mut [i8]), &mut [f32]), &mut [f32])| {
-            for (b, block) in x.chunks_exact(BLOCK).enumerate() {
-                let (scale, sum, codes) = simd::quantize_block(block.try_into().expect("a block"));
-                d[b] = scale;
-                s[b] = scale * sum as f32;
-                put_block(q, kb, b, &codes);
-            }
-        };
+        let row = |(((x, q), d), s)| quantize_row(kb, x, q, d, s);
         if x.len() < PARALLEL_QUANTIZE {
             let rows = x.chunks_exact(cols).zip(self.q.chunks_exact_mut(cols));
             rows.zip(self.d.chunks_exact_mut(kb)).zip(self.s.chunks_exact_mut(kb)).for_each(row);
