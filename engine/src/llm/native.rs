@@ -335,21 +335,26 @@ impl Transformer {
 
     /// Causal grouped-query attention of every new token over its cache,
     /// one task per (token, key/value head) covering the query heads that
-    /// share it.
+    /// share it, or per (token, query head) when there are too few tokens
+    /// for the key/value heads to keep every thread busy (a decode step has
+    /// three tasks for two threads otherwise).
     fn attention(&self, layer: usize, caches: &[&Cache], places: &[(usize, usize)], qkv: &[f32], out: &mut [f32]) {
         let cfg = &self.cfg;
         let (hd, kv_heads, kv_dim) = (cfg.head_dim, cfg.kv_heads, cfg.kv_dim());
         let qkv_rows = cfg.dim + 2 * kv_dim;
         let group = cfg.heads / kv_heads;
+        let per = if places.len() * kv_heads >= 4 * rayon::current_num_threads() { group } else { 1 };
+        let tasks = cfg.heads / per;
         let scale = 1.0 / (hd as f32).sqrt();
         let one = |scores: &mut Vec<f32>, (i, out): (usize, &mut [f32])| {
-            let (t, g) = (i / kv_heads, i % kv_heads);
+            let (t, head) = (i / tasks, (i % tasks) * per);
             let (seq, pos) = places[t];
             let n = pos + 1;
-            let queries = &qkv[t * qkv_rows + g * group * hd..][..group * hd];
+            let queries = &qkv[t * qkv_rows + head * hd..][..per * hd];
+            let g = head / group;
             let kv = g * hd..(g + 1) * hd;
             scores.clear();
-            scores.resize(group * n, 0.0);
+            scores.resize(per * n, 0.0);
             let mut first = 0;
             for part in caches[seq].segments(layer, n) {
                 for (i, tile) in part.keys.chunks_exact(TILE * kv_dim).enumerate() {
@@ -379,9 +384,9 @@ impl Transformer {
         let work: usize = places.iter().map(|&(_, p)| p + 1).sum::<usize>() * cfg.heads * hd;
         if work < PARALLEL_ATTENTION {
             let mut scores = Vec::new();
-            out.chunks_mut(group * hd).enumerate().for_each(|item| one(&mut scores, item));
+            out.chunks_mut(per * hd).enumerate().for_each(|item| one(&mut scores, item));
         } else {
-            out.par_chunks_mut(group * hd).enumerate().for_each_init(Vec::new, one);
+            out.par_chunks_mut(per * hd).enumerate().for_each_init(Vec::new, one);
         }
     }
 }
