@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
-use super::session::{Next, Session, finish_composing, run_work, speak_next};
-use super::{Command, FALLBACK_LINE, Lane, Output, Resident, SessionSetup, Shared, Stage, Work};
-use crate::dialogue::ReplyEnd;
+use super::session::{Next, Session, fail_composing, finish_composing, run_work, speak_next};
+use super::{Command, Lane, Output, Resident, SessionSetup, Shared, Stage, Work};
 use crate::hearing::HearingSession;
 use crate::llm::chat;
 use crate::llm::openai::Message;
@@ -289,13 +288,7 @@ impl Run {
                     };
                     finish_composing(session, reason);
                 }
-                Err(e) => {
-                    session.composing = None;
-                    session.send(Output::Composed {
-                        turn: item.turn,
-                        end: ReplyEnd::Failed { error: e.to_string(), fallback: FALLBACK_LINE.into() },
-                    });
-                }
+                Err(e) => fail_composing(session, item.turn, e),
             }
         }
         if chosen.is_empty() {
@@ -321,11 +314,7 @@ impl Run {
             let Some(composing) = session.composing.as_mut() else { continue };
             let turn = composing.turn;
             if let Err(e) = &fed {
-                session.composing = None;
-                session.send(Output::Composed {
-                    turn,
-                    end: ReplyEnd::Failed { error: e.to_string(), fallback: FALLBACK_LINE.into() },
-                });
+                fail_composing(session, turn, e);
                 continue;
             }
             let text = composing.generator.accept(&model, *token);

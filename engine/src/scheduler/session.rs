@@ -69,6 +69,18 @@ impl Session {
     }
 }
 
+/// Ends a reply's composing after an error: `Composed` with the error and
+/// the line the replica says instead.
+pub(super) fn fail_composing(session: &mut Session, turn: u64, error: impl std::fmt::Display) {
+    session.composing = None;
+    session.send(Output::Composed { turn, end: failed(error) });
+}
+
+/// A reply that failed: the error, and the line the replica says instead.
+fn failed(error: impl std::fmt::Display) -> ReplyEnd {
+    ReplyEnd::Failed { error: error.to_string(), fallback: FALLBACK_LINE.into() }
+}
+
 /// Ends a reply's composing: the chunker's last phrase, then `Composed`.
 pub(super) fn finish_composing(session: &mut Session, reason: FinishReason) {
     let Some(mut composing) = session.composing.take() else { return };
@@ -131,10 +143,7 @@ pub(super) fn run_work(resident: &Resident, session: &mut Session, work: Work) -
                     });
                     return Some(Next::Decode(turn));
                 }
-                Err(e) => session.send(Output::Composed {
-                    turn,
-                    end: ReplyEnd::Failed { error: e, fallback: FALLBACK_LINE.into() },
-                }),
+                Err(e) => session.send(Output::Composed { turn, end: failed(e) }),
             }
         }
         Work::Speak { turn, seq, text } => {
@@ -196,7 +205,7 @@ fn complete_with_tools(resident: &Resident, session: &mut Session, turn: u64, me
     }
     let end = match result {
         Ok(completion) => completion.call.map_or(ReplyEnd::Done, ReplyEnd::Call),
-        Err(e) => ReplyEnd::Failed { error: e.to_string(), fallback: FALLBACK_LINE.into() },
+        Err(e) => failed(e),
     };
     session.send(Output::Composed { turn, end });
 }
