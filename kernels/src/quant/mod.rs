@@ -4,10 +4,11 @@
 //! them: Q4_1 (a scale `d` and minimum `m` per block, 4-bit codes,
 //! `w = d·q + m`) and Q8_0 (a scale per block, signed 8-bit codes,
 //! `w = d·q`). Scales are f16, as in the file, in their own arrays, so the
-//! inner loop reads codes only and eight blocks' scales are one load. Activations are quantized per 32-block to signed 8-bit
-//! ([`QActs`]: scale `d`, codes, and `s = d·Σq` for the minimum term), as
-//! llama.cpp does, so a block's product is an integer dot product of 32
-//! pairs: `dw·da·Σ qw·qa (+ mw·sa)`.
+//! inner loop reads codes only and eight blocks' scales are one load.
+//! Activations are quantized per 32-block to signed 8-bit ([`QActs`]:
+//! scale `d`, codes, and `s = d·Σq` for the minimum term), as llama.cpp
+//! does, so a block's product is an integer dot product of 32 pairs:
+//! `dw·da·Σ qw·qa (+ mw·sa)`.
 //!
 //! **Layout.** Within each row (of weights or activations), every whole
 //! group of [`GROUP`] = 8 consecutive blocks is stored step by step: step
@@ -118,8 +119,8 @@ pub struct QMatrix {
     d: Vec<f16>,
     /// Per block: the minimum (Q4_1 only, else empty).
     m: Vec<f16>,
-    /// Codes: Q4_1 packs element `j` of a block in the low nibble of byte
-    /// `j` and element `j + 16` in its high nibble; Q8_0 holds one `i8` per byte.
+    /// Codes, row by row in the module's layout: Q4_1 two to a byte, Q8_0
+    /// one `i8` a byte.
     codes: Vec<u8>,
 }
 
