@@ -183,12 +183,14 @@ struct Client {
     late_packets: u64,
 }
 
-/// What arrived in one pass over the socket and the peer.
+/// What arrived over the socket and the peer since last taken, each with
+/// the instant its datagrams were read (the socket is read every 2 ms or
+/// sooner, so that is when it arrived to within a pass).
 #[derive(Default)]
 struct Arrived {
     /// Decoded 20 ms frames of the replica's audio.
-    audio: Vec<Vec<f32>>,
-    events: Vec<Value>,
+    audio: Vec<(Instant, Vec<f32>)>,
+    events: Vec<(Instant, Value)>,
 }
 
 impl Client {
@@ -248,12 +250,12 @@ impl Client {
                     let mut pcm = vec![0.0f32; 5760];
                     if let Ok(n) = self.decoder.decode_float(&data.data, &mut pcm, false) {
                         pcm.truncate(n);
-                        arrived.audio.push(pcm);
+                        arrived.audio.push((now, pcm));
                     }
                 }
                 Output::Event(Event::ChannelData(d)) => {
                     if let Ok(event) = serde_json::from_slice::<Value>(&d.data) {
-                        arrived.events.push(event);
+                        arrived.events.push((now, event));
                     }
                 }
                 Output::Event(_) => {}
@@ -347,12 +349,11 @@ fn one_turn(client: &mut Client, clock: &mut Clock, name: &str, pcm: &[f32]) -> 
         if speech_end_at.is_none() && sample >= end {
             speech_end_at = Some(now);
         }
-        let Some(_) = speech_end_at else {
+        let Some(ended) = speech_end_at else {
             arrived = Arrived::default();
             continue;
         };
-        let at = Instant::now();
-        for event in arrived.events.drain(..) {
+        for (at, event) in arrived.events.drain(..).filter(|(at, _)| *at >= ended) {
             match event["event_type"].as_str().unwrap_or_default() {
                 "conversation.utterance" if event["properties"]["role"] == "user" => {
                     user_utterance.get_or_insert(at);
@@ -362,7 +363,8 @@ fn one_turn(client: &mut Client, clock: &mut Clock, name: &str, pcm: &[f32]) -> 
                 _ => {}
             }
         }
-        if arrived.audio.drain(..).any(|audio| audio.iter().any(|s| s.abs() > AUDIBLE)) {
+        let mut audio = arrived.audio.drain(..).filter(|(at, _)| *at >= ended);
+        if let Some((at, _)) = audio.find(|(_, pcm)| pcm.iter().any(|s| s.abs() > AUDIBLE)) {
             first_audio.get_or_insert(at);
         }
     }
