@@ -287,6 +287,28 @@ fn cancellation_stops_within_one_step() {
 }
 
 #[test]
+fn the_repeat_penalty_keeps_recent_tokens_from_coming_back() {
+    let m = model();
+    let prompt = m.template().render(&chat("You are verbose.", "Tell me a long story about a dragon."), true).unwrap();
+    let ids = m.tokenizer().encode(&prompt).unwrap();
+    let reply = |repeat_penalty: f32| {
+        let mut session = m.session().unwrap();
+        session.prefill(&ids).unwrap();
+        let config = GenerateConfig { max_tokens: 40, repeat_penalty, ..Default::default() };
+        generate(m, &mut session, &config, &AtomicBool::new(false), |_| {}).unwrap().tokens
+    };
+    let distinct = |tokens: &[u32]| tokens.iter().collect::<std::collections::HashSet<_>>().len();
+    let plain = reply(1.0);
+    assert!(distinct(&plain) < plain.len(), "greedy decoding repeats tokens in 40: {plain:?}");
+    assert_eq!(reply(1.0), plain, "1.0 leaves greedy decoding as it was");
+    // So strong that no token of the window can win again.
+    let penalised = reply(1e4);
+    assert_eq!(penalised.len(), 40);
+    assert_eq!(distinct(&penalised), penalised.len(), "a token came back inside the window: {penalised:?}");
+    assert_eq!(penalised[0], plain[0], "the first token has nothing to repeat");
+}
+
+#[test]
 fn answer_streams_into_phrases() {
     let m = model();
     let prompt = m

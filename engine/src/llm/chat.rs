@@ -151,7 +151,7 @@ fn generate_config(options: &CompletionOptions) -> Result<GenerateConfig, Comple
     } else {
         Sampling::TopP { temperature: f64::from(temperature), top_p: f64::from(top_p) }
     };
-    Ok(GenerateConfig { sampling, seed: options.seed.unwrap_or(0), max_tokens })
+    Ok(GenerateConfig { sampling, seed: options.seed.unwrap_or(0), max_tokens, ..GenerateConfig::default() })
 }
 
 /// Answers `messages` on `model`, calling `on_text` with each text delta,

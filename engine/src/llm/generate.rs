@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{DType, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling as CandleSampling};
+use candle_transformers::utils::apply_repeat_penalty;
 
 use super::LlmError;
 use super::model::{LlmModel, LlmSession};
@@ -26,11 +27,17 @@ pub struct GenerateConfig {
     /// Seed of the sampling RNG (unused when greedy).
     pub seed: u64,
     pub max_tokens: usize,
+    /// Logits of the tokens among the last [`REPEAT_WINDOW`] generated are
+    /// divided by this (multiplied when negative); 1 leaves them alone.
+    pub repeat_penalty: f32,
 }
+
+/// How many of the latest generated tokens `repeat_penalty` looks back over.
+pub const REPEAT_WINDOW: usize = 64;
 
 impl Default for GenerateConfig {
     fn default() -> Self {
-        Self { sampling: Sampling::Greedy, seed: 0, max_tokens: 256 }
+        Self { sampling: Sampling::Greedy, seed: 0, max_tokens: 256, repeat_penalty: 1.0 }
     }
 }
 
@@ -114,6 +121,7 @@ pub struct Generator {
     processor: LogitsProcessor,
     utf8: Utf8Stream,
     max_tokens: usize,
+    repeat_penalty: f32,
     produced: Vec<u32>,
     done: Option<FinishReason>,
 }
@@ -128,6 +136,7 @@ impl Generator {
             processor: LogitsProcessor::from_sampling(config.seed, sampling),
             utf8: Utf8Stream::default(),
             max_tokens: config.max_tokens,
+            repeat_penalty: config.repeat_penalty,
             produced: Vec::new(),
             done: None,
         }
@@ -161,7 +170,13 @@ impl Generator {
             return Ok(Err(done));
         }
         let logits = session.logits().ok_or(LlmError::NoLogits)?;
-        let id = self.processor.sample(logits)?;
+        let id = if self.repeat_penalty == 1.0 || self.produced.is_empty() {
+            self.processor.sample(logits)?
+        } else {
+            let recent = &self.produced[self.produced.len().saturating_sub(REPEAT_WINDOW)..];
+            let logits = logits.to_dtype(DType::F32)?;
+            self.processor.sample(&apply_repeat_penalty(&logits, self.repeat_penalty, recent)?)?
+        };
         if model.stop_tokens().contains(&id) {
             return Ok(Err(self.finish(FinishReason::Stop)));
         }

@@ -44,6 +44,10 @@ pub use sight::{ExecutorState, FULL_LOOK_EVERY, LoadProbe, SIGHT_BUDGET, Seen, S
 pub const FALLBACK_LINE: &str = "Sorry, I lost my train of thought. Could you say that again?";
 /// Tokens a spoken reply may take.
 pub const MAX_REPLY_TOKENS: usize = 160;
+/// The repetition penalty of spoken replies, llama.cpp's default: greedy
+/// decoding of a small model otherwise falls into a phrase it repeats
+/// until `MAX_REPLY_TOKENS`.
+pub const REPLY_REPEAT_PENALTY: f32 = 1.1;
 
 /// The models the executor owns, shared read-only by every session.
 #[derive(Clone)]

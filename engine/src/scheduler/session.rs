@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
-use super::{FALLBACK_LINE, MAX_REPLY_TOKENS, Output, Resident, Stage, Work};
+use super::{FALLBACK_LINE, MAX_REPLY_TOKENS, Output, REPLY_REPEAT_PENALTY, Resident, Stage, Work};
 use crate::dialogue::ReplyEnd;
 use crate::hearing::HearingSession;
 use crate::llm::chat::{self, CompletionOptions, ToolSet};
@@ -134,7 +134,11 @@ pub(super) fn run_work(resident: &Resident, session: &mut Session, work: Work) -
             }
             match prefill(resident, session, &messages) {
                 Ok(max_tokens) => {
-                    let config = GenerateConfig { max_tokens, ..GenerateConfig::default() };
+                    let config = GenerateConfig {
+                        max_tokens,
+                        repeat_penalty: REPLY_REPEAT_PENALTY,
+                        ..GenerateConfig::default()
+                    };
                     session.composing = Some(Composing {
                         turn,
                         generator: Generator::new(&config),
