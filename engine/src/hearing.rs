@@ -343,7 +343,7 @@ impl HearingSession {
             Some(Ok(Err(e))) => return Err(e.into()),
             _ => None,
         };
-        Ok(partial?)
+        Ok(partial?.map(|p| Partial { at_pause: true, ..p }))
     }
 
     fn begin_turn(&mut self) -> Result<(), HearingError> {

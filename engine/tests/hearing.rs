@@ -117,11 +117,15 @@ fn a_pause_is_decoded_before_the_vad_calls_it_and_dropped_if_speech_goes_on() {
         assert!(heard.iter().any(|x| x.starts_with(w)), "{w:?} in {ends:?}");
     }
     let stopped = events.iter().rposition(|(_, e)| matches!(e, HearingEvent::SpeechStopped { .. })).expect("a pause");
-    let (decoded_at, _) = events[..stopped]
+    let (decoded_at, pause_partial) = events[..stopped]
         .iter()
         .rev()
         .find(|(_, e)| matches!(e, HearingEvent::Partial(_)))
         .expect("the pause's partial");
+    assert!(
+        matches!(pause_partial, HearingEvent::Partial(p) if p.at_pause),
+        "marked as the pause's: {pause_partial:?}"
+    );
     let stopped_at = events[stopped].0;
     println!("speech ends at {speech_end}, pause decoded at {decoded_at}, the VAD calls it at {stopped_at}");
     assert!(*decoded_at > speech_end, "the pause's decode comes after the speech");

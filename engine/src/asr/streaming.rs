@@ -46,6 +46,9 @@ pub struct Partial {
     pub avg_logprob: f64,
     /// The highest "no speech here" probability among its segments.
     pub no_speech_prob: f64,
+    /// Decoded at a pause in the speech, over everything heard until it:
+    /// the final transcript, should the pause end the turn.
+    pub at_pause: bool,
 }
 
 /// One session's streaming state: the utterance's audio and what its
@@ -142,6 +145,7 @@ impl StreamingTranscriber {
             tentative_text: tentative,
             avg_logprob,
             no_speech_prob,
+            at_pause: false,
         }))
     }
 

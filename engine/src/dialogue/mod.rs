@@ -154,8 +154,6 @@ pub struct Dialogue {
     unanswered: String,
     /// Text of the partial the speculative reply started on.
     speculated: Option<String>,
-    /// After a pause was heard in the user's turn (the partial then is the pause's).
-    in_pause: bool,
     /// When the replica's audio started playing, while it plays.
     speaking_since: Option<Duration>,
     /// Perception notes since the user's last utterance event.
@@ -186,7 +184,6 @@ impl Dialogue {
             reply: None,
             unanswered: String::new(),
             speculated: None,
-            in_pause: false,
             speaking_since: None,
             notes: Vec::new(),
             actions: VecDeque::new(),
@@ -253,7 +250,6 @@ impl Dialogue {
         match event {
             HearingEvent::SpeechStarted { .. } => {
                 self.event("conversation.user.started_speaking", json!({}));
-                self.in_pause = false;
                 if self.config.echo_only {
                     return;
                 }
@@ -275,11 +271,11 @@ impl Dialogue {
             }
             HearingEvent::SpeechStopped { .. } => {
                 self.event("conversation.user.stopped_speaking", json!({}));
-                self.in_pause = true;
             }
             HearingEvent::Partial(partial) => {
-                let pause = std::mem::take(&mut self.in_pause);
-                if pause
+                // The pause's decode: at the VAD's pause, or just before it
+                // when the hearing starts it early.
+                if partial.at_pause
                     && self.config.speculative
                     && !self.config.echo_only
                     && self.state == State::UserSpeaking
@@ -294,7 +290,6 @@ impl Dialogue {
             }
             HearingEvent::EndOfTurn { transcript, .. } => {
                 let text = transcript.text.trim().to_string();
-                self.in_pause = false;
                 if self.config.echo_only {
                     return;
                 }

@@ -15,14 +15,19 @@ fn end_of_turn(text: &str) -> HearingEvent {
     }
 }
 
-fn pause_partial(text: &str) -> HearingEvent {
+fn partial(text: &str, at_pause: bool) -> HearingEvent {
     HearingEvent::Partial(Partial {
         seq: 1,
         committed_text: text.into(),
         tentative_text: String::new(),
         avg_logprob: -0.2,
         no_speech_prob: 0.0,
+        at_pause,
     })
+}
+
+fn pause_partial(text: &str) -> HearingEvent {
+    partial(text, true)
 }
 
 fn actions(d: &mut Dialogue) -> Vec<Action> {
@@ -143,6 +148,25 @@ fn speculation_is_kept_when_the_final_agrees_and_redone_when_not() {
     };
     assert_eq!(messages.last().unwrap().content.as_deref(), Some("What time does the shop open?"));
     assert!(!a.iter().any(|a| matches!(a, Action::Speak { .. })));
+}
+
+#[test]
+fn speculation_starts_on_the_pause_decode_even_before_the_vad_calls_the_pause() {
+    let mut d = dialogue(DialogueConfig { speculative: true, ..Default::default() });
+    d.heard(ms(0), HearingEvent::SpeechStarted { at: 0 });
+    // A streaming partial mid-speech is not a reason to reply.
+    d.heard(ms(500), partial("What time", false));
+    assert!(!actions(&mut d).iter().any(|a| matches!(a, Action::Reply { .. })));
+    // The hearing decodes the pause after 96 ms of quiet, 64 ms before the VAD's stop.
+    d.heard(ms(900), pause_partial("What time is it?"));
+    let a = actions(&mut d);
+    assert!(matches!(a.last(), Some(Action::Reply { turn: 1, .. })), "{a:?}");
+    d.heard(ms(960), HearingEvent::SpeechStopped { at: 0 });
+    d.phrase(ms(1000), 1, "It is noon.".into());
+    d.heard(ms(1100), end_of_turn("What time is it?"));
+    let a = actions(&mut d);
+    assert!(a.contains(&Action::Speak { turn: 1, seq: 0, text: "It is noon.".into() }), "{a:?}");
+    assert!(!a.iter().any(|a| matches!(a, Action::Reply { .. } | Action::Cancel { .. })));
 }
 
 #[test]
