@@ -62,10 +62,72 @@ pub fn speech_end(pcm: &[f32]) -> usize {
     pcm.iter().rposition(|s| s.abs() > 0.02).map_or(0, |i| i + 1)
 }
 
+/// How long the clients let a reply play before they interrupt it (with
+/// `conversation.interrupt`, as a user would), so the next utterance is
+/// not spoken over it: the default model often ignores "one short sentence".
+pub const REPLY_LIMIT: Duration = Duration::from_secs(8);
+
+/// Hop of the A/V alignment's tracks (s).
+const SYNC_HOP: f64 = 0.01;
+/// Lags the A/V alignment tries, each way (s).
+const SYNC_SEARCH: f64 = 0.2;
+/// Below this correlation the mouth follows no lag of the audio clearly.
+const SYNC_MIN_R: f64 = 0.3;
+
+/// How far the mouth runs ahead of the sound (ms; negative: behind), by
+/// cross-correlation: `audio` (at `rate`, its first sample at `start` on
+/// the playback clock) as loudness in dB per 10 ms against the mouth's
+/// opening `mouth(t)` at the same instants, at the lag with the highest
+/// correlation. Unlike comparing onsets, a lip closure before a plosive's
+/// burst or a breath before the first word does not count as an offset,
+/// while a mouth shifted against its sound does. `None` for audio under
+/// 0.3 s or when no lag correlates at 0.3 or better.
+pub fn mouth_lead(audio: &[f32], rate: u32, start: f64, mut mouth: impl FnMut(f64) -> f64) -> Option<f64> {
+    let hop = (f64::from(rate) * SYNC_HOP) as usize;
+    if hop == 0 || audio.len() < 30 * hop {
+        return None;
+    }
+    // 20 ms windows centred on each hop, in dB, floored 40 dB under the loudest.
+    let db: Vec<f64> = (0..audio.len() / hop)
+        .map(|k| {
+            let w = &audio[(k * hop).saturating_sub(hop / 2)..((k + 1) * hop + hop / 2).min(audio.len())];
+            let power = w.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / w.len() as f64;
+            10.0 * (power + 1e-12).log10()
+        })
+        .collect();
+    let loudest = db.iter().copied().fold(f64::MIN, f64::max);
+    let loudness: Vec<f64> = db.iter().map(|d| d.max(loudest - 40.0)).collect();
+    let at = |k: usize| start + (k as f64 + 0.5) * SYNC_HOP;
+    let steps = (SYNC_SEARCH / SYNC_HOP * 2.0).round() as i64;
+    let (r, lead) = (-steps..=steps)
+        .map(|i| {
+            let lead = i as f64 * SYNC_HOP / 2.0;
+            let opening: Vec<f64> = (0..loudness.len()).map(|k| mouth(at(k) - lead)).collect();
+            (pearson(&opening, &loudness), lead)
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))?;
+    (r >= SYNC_MIN_R).then_some(lead * 1e3)
+}
+
+fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut xy, mut xx, mut yy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        xy += (a - mx) * (b - my);
+        xx += (a - mx).powi(2);
+        yy += (b - my).powi(2);
+    }
+    if xx == 0.0 || yy == 0.0 { 0.0 } else { xy / (xx * yy).sqrt() }
+}
+
 /// One answered turn, in milliseconds (`None`: that step was not seen).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Turn {
     pub utterance: String,
+    /// What the replica understood, and the reply it spoke.
+    pub heard: Option<String>,
+    pub reply: Option<String>,
     /// End of speech → end of turn decided (with the final transcript).
     pub endpoint: Option<f64>,
     /// Of which the hearing's processing: the audio that decided it
@@ -80,8 +142,11 @@ pub struct Turn {
     pub first_frame: Option<f64>,
     /// End of speech → first replica audio at the client.
     pub utterance_to_utterance: Option<f64>,
-    /// Audio onset against mouth onset on the playback clock.
-    pub av_offset: Option<f64>,
+    /// How far the mouth runs ahead of its sound at the best alignment
+    /// ([`mouth_lead`]); its size is the A/V offset.
+    pub mouth_lead: Option<f64>,
+    /// The first sound after the first mouth movement (on the playback clock).
+    pub onset_gap: Option<f64>,
     pub speculative: bool,
 }
 
@@ -168,14 +233,15 @@ impl Report {
             println!("audio packets over 60 ms late at the client: {late}");
         }
         println!("{:<34} {:>8} {:>8} {:>8}", "ms", "p50", "p95", "max");
-        let rows: [(&str, Column); 7] = [
+        let rows: [(&str, Column); 8] = [
             ("endpoint (speech end → turn end)", |t| t.endpoint),
             ("  of which decode + verdict + queue", |t| t.decision_lag),
             ("LLM first phrase (after turn end)", |t| t.llm_first_phrase),
             ("TTS first audio (after phrase)", |t| t.tts_first_audio),
             ("first lip-synced frame (after audio)", |t| t.first_frame),
             ("utterance-to-utterance", |t| t.utterance_to_utterance),
-            ("A/V offset |audio − mouth|", |t| t.av_offset),
+            ("A/V offset |mouth lead|", |t| t.mouth_lead.map(f64::abs)),
+            ("  first sound after first mouth move", |t| t.onset_gap),
         ];
         for (name, f) in &rows {
             match self.column(f) {
@@ -227,7 +293,8 @@ impl Report {
             "tts_first_audio_ms": column(|t| t.tts_first_audio),
             "first_frame_ms": column(|t| t.first_frame),
             "utterance_to_utterance_ms": column(|t| t.utterance_to_utterance),
-            "av_offset_ms": column(|t| t.av_offset),
+            "av_offset_ms": column(|t| t.mouth_lead.map(f64::abs)),
+            "onset_gap_ms": column(|t| t.onset_gap),
             "speculative_kept": self.turns.iter().filter(|t| t.speculative).count(),
             "stages": self.stages.iter().map(|(s, items, late, run, queued)| json!({
                 "stage": s, "items": items, "late": late, "mean_run_ms": run, "mean_queued_ms": queued,
@@ -236,12 +303,48 @@ impl Report {
             "rss_per_session_mb": self.rss_per_session_mb,
             "camera_frames_skipped": self.frames_skipped,
             "per_turn": self.turns.iter().map(|t| json!({
-                "utterance": t.utterance, "endpoint": t.endpoint, "decision_lag": t.decision_lag,
+                "utterance": t.utterance, "heard": t.heard, "reply": t.reply, "endpoint": t.endpoint, "decision_lag": t.decision_lag,
                 "llm_first_phrase": t.llm_first_phrase,
                 "tts_first_audio": t.tts_first_audio, "first_frame": t.first_frame,
-                "utterance_to_utterance": t.utterance_to_utterance, "av_offset": t.av_offset,
+                "utterance_to_utterance": t.utterance_to_utterance,
+                "mouth_lead": t.mouth_lead, "onset_gap": t.onset_gap,
                 "speculative": t.speculative,
             })).collect::<Vec<_>>(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Syllables: 150 ms tones every 300 ms, and a mouth that opens for
+    /// each `lead` seconds early.
+    fn syllables(lead: f64) -> (Vec<f32>, impl Fn(f64) -> f64) {
+        let rate = 16_000;
+        let on = |t: f64| t.rem_euclid(0.3) < 0.15 && t < 2.4;
+        let audio = (0..rate * 3)
+            .map(|i| {
+                let t = i as f64 / f64::from(rate);
+                if on(t) { (0.3 * (t * 900.0 * std::f64::consts::TAU).sin()) as f32 } else { 0.0 }
+            })
+            .collect();
+        (audio, move |t: f64| if on(t + lead) { 1.0 } else { 0.0 })
+    }
+
+    #[test]
+    fn the_mouth_lead_is_found_either_way() {
+        for lead in [0.0, 0.04, -0.06, 0.12] {
+            let (audio, mouth) = syllables(lead);
+            let got = mouth_lead(&audio, 16_000, 2.0, |t| mouth(t - 2.0)).expect("a clear alignment");
+            assert!((got - lead * 1e3).abs() <= 5.0, "lead {lead}: measured {got} ms");
+        }
+    }
+
+    #[test]
+    fn a_mouth_that_ignores_the_sound_has_no_lead() {
+        let (audio, _) = syllables(0.0);
+        assert_eq!(mouth_lead(&audio, 16_000, 0.0, |t| (t * 0.37).fract()), None);
+        assert_eq!(mouth_lead(&audio[..1000], 16_000, 0.0, |_| 1.0), None, "too short");
     }
 }

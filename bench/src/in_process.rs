@@ -6,17 +6,23 @@
 
 use std::time::{Duration, Instant};
 
-use tete_engine::dialogue::{DialogueConfig, State};
+use tete_engine::dialogue::{DialogueConfig, Interaction, State};
 use tete_engine::face::animate::Performer;
 use tete_engine::face::{Replica, RgbImage, Rig, render_i420_cpu};
 use tete_engine::llm::context::ConversationContext;
 use tete_engine::scheduler::{Executor, STAGES, Seen as Looked, SessionSetup, Sight, StageFigures, Viewer};
-use tete_engine::session::{FaceCue, LiveSession, RATE};
+use tete_engine::session::{FRAME, FaceCue, LiveSession, RATE};
 use tete_engine::tts::viseme::Viseme;
 
-use crate::harness::{Report, Turn, between, cpu_time, ms, rss, speech_end};
+use crate::harness::{REPLY_LIMIT, Report, Turn, between, cpu_time, mouth_lead, ms, rss, speech_end};
 
-pub const PERSONA: &str = "You are Ada, a friendly assistant on a video call. Answer in one short sentence.";
+/// The default model (SmolLM2-135M) answers this sensibly. Named "Ada",
+/// it took "the capital of France" for a cue to speak French, and the
+/// call went on in it.
+pub const PERSONA: &str = "You are a helpful assistant on a video call. Answer in one short sentence.";
+
+/// Seconds of each reply the A/V alignment looks at.
+const SYNC_SECONDS: usize = 3;
 
 /// The longest a turn may take to be answered and spoken.
 const TURN_LIMIT: Duration = Duration::from_secs(20);
@@ -169,10 +175,13 @@ fn one_turn(
     let underruns = session.underruns();
     session.take_timings();
     session.take_cues();
+    session.take_utterances();
     let mut speech_end_at = None;
     let mut first_audio: Option<(Instant, f64)> = None;
+    // The reply's audio from the frame of its first sound, and where that frame played.
+    let (mut reply_audio, mut reply_from) = (Vec::new(), 0.0);
     let mut cues = Vec::new();
-    let mut spoke = false;
+    let (mut spoke, mut cut) = (false, false);
     let mut sample = 0;
     let limit = Instant::now() + TURN_LIMIT + Duration::from_secs_f64(pcm.len() as f64 / 16_000.0);
     while Instant::now() < limit {
@@ -189,26 +198,38 @@ fn one_turn(
             // The first audible sample of the reply, on the playback clock.
             if let Some(i) = audio.iter().position(|s| s.abs() > 0.02) {
                 first_audio = Some((now, playback + i as f64 / f64::from(RATE)));
+                reply_from = playback;
             }
         }
+        if first_audio.is_some() && reply_audio.len() < SYNC_SECONDS * RATE as usize {
+            reply_audio.extend(audio.unwrap_or_else(|| vec![0.0; FRAME]));
+        }
         spoke |= session.state() == State::ReplicaSpeaking;
+        if !cut && first_audio.is_some_and(|(first, _)| now - first > REPLY_LIMIT) {
+            session.interaction(now, Interaction::Interrupt);
+            cut = true;
+        }
         if spoke && session.state() == State::Listening && sample > pcm.len() {
             break;
         }
     }
     let timing = session.take_timings().into_iter().last();
+    let said = session.take_utterances();
+    let line = |role: &str| said.iter().find(|(r, _)| *r == role).map(|(_, text)| text.clone());
     let ((client_first, onset), timing) = (first_audio?, timing?);
     let mouth_onset = cues.iter().find_map(|c| match c {
         FaceCue::Visemes(v) => v.iter().find(|e| e.viseme != Viseme::Sil).map(|e| e.start),
         _ => None,
     });
-    let first_frame = face.map(|(replica, rig)| {
-        let mut performer = Performer::new(1);
-        for cue in &cues {
-            if let FaceCue::Visemes(v) = cue {
-                performer.speak_visemes(v.clone());
-            }
+    // The face as the renderer poses it for each instant of playback.
+    let mut performer = Performer::new(1);
+    for cue in &cues {
+        if let FaceCue::Visemes(v) = cue {
+            performer.speak_visemes(v.clone());
         }
+    }
+    let lead = mouth_lead(&reply_audio, RATE, reply_from, |t| f64::from(performer.pose_at(t).mouth.open));
+    let first_frame = face.map(|(replica, rig)| {
         let started = Instant::now();
         render_i420_cpu(replica, rig, &performer.pose_at(onset)).expect("render");
         ms(started.elapsed())
@@ -217,6 +238,8 @@ fn one_turn(
     Some(Seen {
         turn: Turn {
             utterance: name.to_string(),
+            heard: line("user"),
+            reply: line("replica"),
             endpoint: between(speech_end_at, Some(timing.end_of_turn)),
             decision_lag: Some(ms(timing.decision_lag)),
             llm_first_phrase: between(Some(llm_from), timing.first_phrase).or(timing.speculative.then_some(0.0)),
@@ -224,7 +247,8 @@ fn one_turn(
             tts_first_audio: between(timing.first_phrase.map(|p| p.max(timing.end_of_turn)), timing.first_audio),
             first_frame,
             utterance_to_utterance: between(speech_end_at, Some(client_first)),
-            av_offset: mouth_onset.map(|m| (m - onset).abs() * 1e3),
+            mouth_lead: lead,
+            onset_gap: mouth_onset.map(|m| (onset - m) * 1e3),
             speculative: timing.speculative,
         },
         underruns: session.underruns() - underruns,

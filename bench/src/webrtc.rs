@@ -21,7 +21,7 @@ use str0m::media::{Direction, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
-use crate::harness::{Report, Turn, between, cpu_time, rss, speech_end};
+use crate::harness::{REPLY_LIMIT, Report, Turn, between, cpu_time, rss, speech_end};
 use crate::in_process::PERSONA;
 
 const KEY: &str = "bench-key";
@@ -263,6 +263,12 @@ impl Client {
         }
     }
 
+    /// Sends a message on the data channel.
+    fn send(&mut self, message: &Value) {
+        let Some(mut channel) = self.channel.and_then(|id| self.rtc.channel(id)) else { return };
+        let _ = channel.write(false, message.to_string().as_bytes());
+    }
+
     /// Sends 20 ms of the microphone (48 kHz).
     fn speak(&mut self, frame: &[f32]) {
         let Some(writer) = self.rtc.writer(self.audio) else { return };
@@ -338,7 +344,8 @@ fn one_turn(client: &mut Client, clock: &mut Clock, name: &str, pcm: &[f32]) -> 
     let end = speech_end(pcm);
     let mut arrived = Arrived::default();
     let (mut speech_end_at, mut user_utterance, mut first_audio) = (None, None, None);
-    let (mut speaking, mut stopped) = (false, false);
+    let (mut heard, mut reply) = (None, None);
+    let (mut speaking, mut stopped, mut cut) = (false, false, false);
     let mut sample = 0;
     let limit = Instant::now() + TURN_LIMIT + Duration::from_secs_f64(pcm.len() as f64 / 48_000.0);
     while Instant::now() < limit && !(stopped && sample > pcm.len()) {
@@ -357,6 +364,10 @@ fn one_turn(client: &mut Client, clock: &mut Clock, name: &str, pcm: &[f32]) -> 
             match event["event_type"].as_str().unwrap_or_default() {
                 "conversation.utterance" if event["properties"]["role"] == "user" => {
                     user_utterance.get_or_insert(at);
+                    heard = event["properties"]["text"].as_str().map(str::to_string);
+                }
+                "conversation.utterance" if event["properties"]["role"] == "replica" => {
+                    reply = event["properties"]["text"].as_str().map(str::to_string);
                 }
                 "conversation.replica.started_speaking" => speaking = true,
                 "conversation.replica.stopped_speaking" if speaking => stopped = true,
@@ -367,9 +378,15 @@ fn one_turn(client: &mut Client, clock: &mut Clock, name: &str, pcm: &[f32]) -> 
         if let Some((at, _)) = audio.find(|(_, pcm)| pcm.iter().any(|s| s.abs() > AUDIBLE)) {
             first_audio.get_or_insert(at);
         }
+        if !cut && speaking && !stopped && first_audio.is_some_and(|first| now - first > REPLY_LIMIT) {
+            client.send(&json!({"message_type": "conversation", "event_type": "conversation.interrupt"}));
+            cut = true;
+        }
     }
     Some(Turn {
         utterance: name.to_string(),
+        heard,
+        reply,
         endpoint: between(speech_end_at, user_utterance),
         utterance_to_utterance: between(speech_end_at, Some(first_audio?)),
         ..Default::default()
