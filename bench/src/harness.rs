@@ -69,8 +69,9 @@ pub const REPLY_LIMIT: Duration = Duration::from_secs(8);
 
 /// Hop of the A/V alignment's tracks (s).
 const SYNC_HOP: f64 = 0.01;
-/// Lags the A/V alignment tries, each way (s).
+/// Lags the A/V alignment tries, each way, and its step between them (s).
 const SYNC_SEARCH: f64 = 0.2;
+const SYNC_STEP: f64 = 0.005;
 /// Below this correlation the mouth follows no lag of the audio clearly.
 const SYNC_MIN_R: f64 = 0.3;
 
@@ -98,10 +99,10 @@ pub fn mouth_lead(audio: &[f32], rate: u32, start: f64, mut mouth: impl FnMut(f6
     let loudest = db.iter().copied().fold(f64::MIN, f64::max);
     let loudness: Vec<f64> = db.iter().map(|d| d.max(loudest - 40.0)).collect();
     let at = |k: usize| start + (k as f64 + 0.5) * SYNC_HOP;
-    let steps = (SYNC_SEARCH / SYNC_HOP * 2.0).round() as i64;
+    let steps = (SYNC_SEARCH / SYNC_STEP).round() as i64;
     let (r, lead) = (-steps..=steps)
         .map(|i| {
-            let lead = i as f64 * SYNC_HOP / 2.0;
+            let lead = i as f64 * SYNC_STEP;
             let opening: Vec<f64> = (0..loudness.len()).map(|k| mouth(at(k) - lead)).collect();
             (pearson(&opening, &loudness), lead)
         })
